@@ -1,0 +1,69 @@
+"""Validation helpers for frozen config dataclasses.
+
+Every config calls these from `__post_init__`, so a bad value fails at construction
+with one line that names the field and its allowed range.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A config field holds a value outside its allowed range."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """Require an integer in [low, high] (high=None means unbounded)."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = ok and value >= low and (high is None or value <= high)
+    if not ok:
+        upper = "inf" if high is None else str(high)
+        raise ConfigError(f"{name} must be an integer in [{low}, {upper}], got {value!r}")
+
+
+def check_float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Require a finite-or-bounded real number in the given interval."""
+    ok = _is_number(value) and not math.isnan(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        lb = "(" if low_open else "["
+        rb = ")" if high_open else "]"
+        raise ConfigError(f"{name} must be a number in {lb}{low}, {high}{rb}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
+def check_sizes(name: str, value: Any, low: int = 1, high: int = 4096) -> None:
+    """Require a non-empty tuple of integer layer sizes."""
+    ok = isinstance(value, tuple) and len(value) > 0 and all(
+        isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value
+    )
+    if not ok:
+        raise ConfigError(
+            f"{name} must be a non-empty tuple of integers in [{low}, {high}], got {value!r}"
+        )

@@ -1,0 +1,100 @@
+"""Feed-forward policies used through explicit parameter pytrees."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
+
+
+class MLP(nn.Module):
+    """Dense layers with Glorot-uniform weights and zero biases (as pytorch-maml-rl)."""
+
+    hidden_sizes: Sequence[int]
+    out_size: int
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        init = nn.initializers.xavier_uniform()
+        for h in self.hidden_sizes:
+            x = act(nn.Dense(h, kernel_init=init)(x))
+        return nn.Dense(self.out_size, kernel_init=init)(x)
+
+
+@dataclass(frozen=True)
+class GaussianPolicy:
+    """Diagonal Gaussian policy: MLP mean and a state-independent learned log-std.
+
+    Parameters are {"mlp": flax params, "log_std": [A]}; std = max(exp(log_std), min_std).
+    """
+
+    obs_dim: int
+    action_dim: int
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    init_std: float = 1.0
+    min_std: float = 1e-6
+
+    @property
+    def net(self) -> MLP:
+        return MLP(self.hidden_sizes, self.action_dim, self.activation)
+
+    def init(self, key) -> dict:
+        mlp = self.net.init(key, jnp.zeros((1, self.obs_dim)))["params"]
+        return {"mlp": mlp, "log_std": jnp.full((self.action_dim,), math.log(self.init_std))}
+
+    def apply(self, params, obs):
+        """Returns (mean [..., A], log_std [A]) with log_std floored at log(min_std)."""
+        mean = self.net.apply({"params": params["mlp"]}, obs)
+        log_std = jnp.maximum(params["log_std"], math.log(self.min_std))
+        return mean, log_std
+
+    @staticmethod
+    def distribution(mean, log_std) -> distrax.Distribution:
+        return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std) * jnp.ones_like(mean))
+
+    def log_prob(self, params, obs, action):
+        return self.distribution(*self.apply(params, obs)).log_prob(action)
+
+    def act(self, params, obs, key):
+        """Sample actions for a batch of observations; returns (action, log_prob)."""
+        dist = self.distribution(*self.apply(params, obs))
+        return dist.sample_and_log_prob(seed=key)
+
+
+@dataclass(frozen=True)
+class CategoricalPolicy:
+    """Softmax policy over discrete actions with an MLP producing the logits."""
+
+    obs_dim: int
+    num_actions: int
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+
+    @property
+    def net(self) -> MLP:
+        return MLP(self.hidden_sizes, self.num_actions, self.activation)
+
+    def init(self, key) -> dict:
+        return {"mlp": self.net.init(key, jnp.zeros((1, self.obs_dim)))["params"]}
+
+    def apply(self, params, obs):
+        return (self.net.apply({"params": params["mlp"]}, obs),)
+
+    @staticmethod
+    def distribution(logits) -> distrax.Distribution:
+        return distrax.Categorical(logits=logits)
+
+    def log_prob(self, params, obs, action):
+        return self.distribution(*self.apply(params, obs)).log_prob(action)
+
+    def act(self, params, obs, key):
+        return self.distribution(*self.apply(params, obs)).sample_and_log_prob(seed=key)

@@ -1,0 +1,36 @@
+"""Core data types shared by environments, rollouts and learners."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+
+PRNGKey = jax.Array
+Params = Any  # a pytree of arrays
+Task = Any  # a pytree of arrays describing one task
+EnvState = Any
+Metrics = dict
+
+
+class TimeStep(NamedTuple):
+    """What an environment returns after `reset` or `step`."""
+
+    obs: jax.Array
+    reward: jax.Array  # reward for the transition that led here (0 at reset)
+    terminated: jax.Array  # bool: episode ended by the task (no bootstrap)
+    truncated: jax.Array  # bool: episode cut by the horizon
+    info: dict = {}
+
+
+class Trajectory(NamedTuple):
+    """A batch of episodes, time-major: every leaf is [T, E, ...].
+
+    `valid_t` is 1 for steps that belong to an episode and 0 for padding after an
+    episode terminated early; rewards of padding steps are 0.
+    """
+
+    obs: jax.Array  # [T, E, obs_dim]
+    action: jax.Array  # [T, E, ...]
+    reward: jax.Array  # [T, E]
+    valid: jax.Array  # [T, E] float mask
+    log_prob: jax.Array  # [T, E] log-probability of the action under the acting policy
