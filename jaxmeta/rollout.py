@@ -54,3 +54,140 @@ def rollout_episodes(
 def episode_returns(traj: Trajectory) -> jax.Array:
     """Undiscounted return of every episode: [E] (sums over the time axis)."""
     return jnp.sum(traj.reward, axis=0)
+
+
+# ----------------------------------------------------------------------------- trials
+#
+# A trial (Duan et al. 2016, "RL^2") is n consecutive episodes of one task. The policy
+# sees, at every step, the observation, the previous action (one-hot when discrete),
+# the previous reward and a flag "the previous step ended an episode"; its memory (the
+# carry) persists across episode boundaries and is reset only between trials.
+
+from typing import NamedTuple  # noqa: E402
+
+from jaxmeta.envs.base import Discrete, action_dim, obs_dim  # noqa: E402
+
+# (params, carry, x [E, D_in], key) -> (carry, action [E, ...], log_prob [E], extras pytree [E, ...])
+TrialActFn = Callable[[Params, Any, jax.Array, PRNGKey], tuple[Any, jax.Array, jax.Array, Any]]
+
+
+class TrialTrajectory(NamedTuple):
+    """A batch of trials, time-major: every leaf is [T, E, ...] with T = n * horizon.
+
+    Step t belongs to episode t // horizon. `valid` is 0 on padding steps after an
+    episode terminated early (their reward is 0); `done` is 1 on the last step of
+    every episode; `inputs` are the exact policy inputs, so training can replay them.
+    """
+
+    inputs: jax.Array  # [T, E, D_in]
+    action: jax.Array  # [T, E, ...]
+    reward: jax.Array  # [T, E]
+    valid: jax.Array  # [T, E] float mask
+    done: jax.Array  # [T, E] float, 1 where an episode ends after this step
+    log_prob: jax.Array  # [T, E]
+    extras: Any  # pytree of [T, E, ...] returned by the acting function (e.g. values)
+
+
+def trial_input_dim(env: Any) -> int:
+    """Size of the policy input: obs + previous action + previous reward + done flag."""
+    return obs_dim(env) + action_dim(env) + 2
+
+
+def trial_inputs(env: Any, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array,
+                 prev_done: jax.Array) -> jax.Array:
+    """Concatenate [obs, one-hot or raw previous action, previous reward, done flag].
+
+    Args:
+      obs: [..., obs_dim]; prev_action: [...] int (discrete, -1 = none) or [..., A];
+      prev_reward: [...]; prev_done: [...].
+    Returns:
+      [..., obs_dim + A + 2] policy inputs.
+    """
+    dtype = prev_reward.dtype
+    obs = obs.reshape(obs.shape[: prev_reward.ndim] + (-1,)).astype(dtype)
+    space = env.action_space
+    if isinstance(space, Discrete):
+        a = jax.nn.one_hot(prev_action, space.n, dtype=dtype)  # -1 -> all zeros
+    else:
+        a = prev_action.reshape(prev_action.shape[: prev_reward.ndim] + (-1,)).astype(dtype)
+    return jnp.concatenate([obs, a, prev_reward[..., None], prev_done[..., None].astype(dtype)], -1)
+
+
+def rollout_trials(
+    env: Any,
+    act: TrialActFn,
+    params: Params,
+    task: Task,
+    key: PRNGKey,
+    num_episodes: int,
+    carry: Any,
+    num_trials: int,
+    horizon: int | None = None,
+) -> tuple[TrialTrajectory, Any]:
+    """Run `num_trials` trials of `num_episodes` episodes of one task in parallel.
+
+    One `lax.scan` over the T = num_episodes * horizon steps of a trial; the env is
+    reset at each episode boundary, the policy carry is not. Vmap over tasks (with
+    `carry` built per task) for a batch of tasks.
+
+    Args:
+      env: a MetaEnv.
+      act: the acting function (see `TrialActFn`).
+      params: policy parameters.
+      task: one task.
+      key: PRNG key.
+      num_episodes: episodes per trial (n).
+      carry: the policy memory at the start of a trial, for `num_trials` trials.
+      num_trials: trials run in parallel (E).
+      horizon: steps per episode (default `env.horizon`).
+    Returns:
+      (TrialTrajectory with leaves [T, E, ...], the carry after the last step).
+    """
+    H = env.horizon if horizon is None else horizon
+    T = num_episodes * H
+    E = num_trials
+    k_reset, k_steps = jax.random.split(key)
+    reset = jax.vmap(env.reset, in_axes=(0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    state, ts = reset(jax.random.split(k_reset, E), task)
+    dtype = ts.reward.dtype
+    if isinstance(env.action_space, Discrete):
+        prev_action = jnp.full((E,), -1, jnp.int32)
+    else:
+        prev_action = jnp.zeros((E,) + tuple(env.action_space.shape), dtype)
+    zeros = jnp.zeros((E,), dtype)
+
+    def body(c, xs):
+        state, obs, prev_action, prev_reward, prev_done, alive, carry = c
+        t, key = xs
+        k_act, k_env, k_reset = jax.random.split(key, 3)
+        x = trial_inputs(env, obs, prev_action, prev_reward, prev_done)  # [E, D_in]
+        carry, action, log_prob, extras = act(params, carry, x, k_act)
+        next_state, ts = step(jax.random.split(k_env, E), state, action, task)
+        reward = ts.reward * alive  # [E]
+        terminated = ts.terminated.astype(dtype) * alive  # [E]
+        if H == 1:
+            last = jnp.ones((), bool)  # every step ends an episode
+            state, r_ts = reset(jax.random.split(k_reset, E), task)
+            next_obs = r_ts.obs
+        else:
+            last = (t % H) == H - 1  # [] shared by the batch
+            r_state, r_ts = reset(jax.random.split(k_reset, E), task)
+            state = jax.tree.map(lambda a, b: jnp.where(last, a, b), r_state, next_state)
+            next_obs = jnp.where(last, r_ts.obs, ts.obs)
+        lastf = last.astype(dtype)
+        done = jnp.maximum(lastf, terminated)  # [E]
+        out = TrialTrajectory(x, action, reward, alive, jnp.broadcast_to(lastf, (E,)), log_prob, extras)
+        alive = jnp.where(last, jnp.ones_like(alive), alive - terminated)
+        return (state, next_obs, action, reward, done, alive, carry), out
+
+    init = (state, ts.obs, prev_action, zeros, zeros, jnp.ones((E,), dtype), carry)
+    xs = (jnp.arange(T), jax.random.split(k_steps, T))
+    final, traj = lax.scan(body, init, xs)
+    return traj, final[-1]
+
+
+def trial_episode_returns(traj: TrialTrajectory, num_episodes: int) -> jax.Array:
+    """Undiscounted return of each episode of each trial: [E, n]."""
+    T, E = traj.reward.shape[:2]
+    return jnp.sum(traj.reward.reshape(num_episodes, T // num_episodes, E), axis=1).T

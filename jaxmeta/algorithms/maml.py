@@ -235,24 +235,77 @@ class MAML:
         return self.surrogate_from_outputs(self.adapted_outputs(meta, train, valid), valid)
 
     # ----------------------------------------------------------------- outer updates
+    def linearize_adaptation(self, meta: dict, train: Batch, valid: Batch):
+        """Linearise the map meta-parameters -> adapted policies' outputs, once.
+
+        With p_{k+1} = p_k - a * g_k(p_k), the Jacobian of one inner step is
+        I - a * H_k (plus -g_k for a learned step size a), where H_k is the inner loss's
+        Hessian on step k's training episodes. H_k is symmetric, so the transposed map
+        reuses the same linearised Hessian-vector product instead of transposing it, and
+        every linearisation is made once and reused by all CG iterations.
+
+        Returns:
+          (outputs, jvp, vjp): outputs of the adapted policies (mean [M, T, E, A],
+          log_std [M, A]); jvp maps a meta-parameter tangent to output tangents; vjp maps
+          output cotangents to a meta-parameter cotangent (summed over tasks).
+        """
+        M, K = self.config.meta_batch_size, self.config.num_inner_steps
+        lr = self.inner_lr(meta)
+        lr_tree = _broadcast_lr(lr, meta["policy"])
+        params = jax.tree.map(lambda x: jnp.broadcast_to(x, (M,) + x.shape), meta["policy"])
+        grads, hvps = [], []
+        for k in range(K):
+            batch_k = _tree_index(train, (slice(None), k))  # task axis kept
+            grad_fn = jax.vmap(jax.grad(self.inner_loss))
+            g_k, hvp_k = jax.linearize(lambda q: grad_fn(q, batch_k), params)
+            grads.append(g_k)
+            hvps.append(None if self.config.first_order else hvp_k)
+            params = jax.tree.map(lambda p, a, g: p - a * g, params, lr_tree, g_k)
+        apply_fn = jax.vmap(self.policy.apply)
+        outputs, out_jvp = jax.linearize(lambda q: apply_fn(q, valid.traj.obs), params)
+        out_vjp = jax.linear_transpose(out_jvp, params)
+
+        def jvp(tangent):
+            d = jax.tree.map(lambda x: jnp.broadcast_to(x, (M,) + x.shape), tangent["policy"])
+            for k in range(K):
+                new = d
+                if hvps[k] is not None:
+                    new = jax.tree.map(lambda x, a, h: x - a * h, new, lr_tree, hvps[k](d))
+                if self.config.meta_sgd:
+                    new = jax.tree.map(lambda x, da, g: x - da * g, new, tangent["inner_lr"], grads[k])
+                d = new
+            return out_jvp(d)
+
+        def vjp(cotangent):
+            (w,) = out_vjp(cotangent)
+            d_lr = None
+            for k in reversed(range(K)):
+                if self.config.meta_sgd:
+                    term = jax.tree.map(lambda g, x: -jnp.sum(g * x, axis=0), grads[k], w)
+                    d_lr = term if d_lr is None else jax.tree.map(jnp.add, d_lr, term)
+                if hvps[k] is not None:
+                    w = jax.tree.map(lambda x, h: x - h, w, hvps[k](jax.tree.map(lambda a, x: a * x, lr_tree, w)))
+            out = {"policy": jax.tree.map(lambda x: jnp.sum(x, axis=0), w)}
+            if self.config.meta_sgd:
+                out["inner_lr"] = d_lr
+            return out
+
+        return outputs, jvp, vjp
+
     def trpo_update(self, meta: dict, train: Batch, valid: Batch):
         """One TRPO step on the post-adaptation surrogate, KL taken through adaptation.
 
         The Fisher-vector product is the exact Hessian of the KL at the current point,
         J^T M J, with J the Jacobian of the adapted policies' outputs with respect to the
-        meta-parameters (through the inner update) and M the KL's Hessian in output
-        space. J is linearised once and reused by the gradient, every CG iteration and
-        the step-size computation.
+        meta-parameters (through the inner update, see `linearize_adaptation`) and M the
+        KL's Hessian in output space: no double backward pass.
         """
         c = self.config
         flat0, unravel = ravel_pytree(meta)
-
-        def out_fn(flat):
-            return self.adapted_outputs(unravel(flat), train, valid)
-
-        out0, jvp_fn = jax.linearize(out_fn, flat0)
-        vjp_fn = jax.linear_transpose(jvp_fn, flat0)
+        out0, jvp_tree, vjp_tree = self.linearize_adaptation(meta, train, valid)
         out0 = jax.lax.stop_gradient(out0)
+        jvp_fn = lambda v: jvp_tree(unravel(v))
+        vjp_fn = lambda u: (ravel_pytree(vjp_tree(u))[0],)
         loss0, g_out = jax.value_and_grad(self.surrogate_from_outputs)(out0, valid)
         (grad,) = vjp_fn(g_out)
 
@@ -262,13 +315,13 @@ class MAML:
             return jax.jvp(kl_grad, (out0,), (u,))[1]
 
         fvp = gauss_newton_vector_product(jvp_fn, vjp_fn, out_hvp, c.cg_damping)
-        step_dir = conjugate_gradient(fvp, grad, c.cg_iters)
-        shs = 0.5 * step_dir @ fvp(step_dir)
+        step_dir, f_step_dir = conjugate_gradient(fvp, grad, c.cg_iters, with_product=True)
+        shs = 0.5 * step_dir @ f_step_dir
         lagrange = jnp.sqrt(jnp.maximum(shs, 1e-30) / c.max_kl)
         full_step = step_dir / lagrange
 
         def evaluate(flat):
-            out = out_fn(flat)
+            out = self.adapted_outputs(unravel(flat), train, valid)
             return self.surrogate_from_outputs(out, valid), self.kl_from_outputs(out0, out, valid)
 
         flat, loss, kl, steps, accepted = backtracking_line_search(

@@ -45,11 +45,16 @@ def conjugate_gradient(
     b: jax.Array,
     iters: int,
     residual_tol: float = 1e-10,
-) -> jax.Array:
+    with_product: bool = False,
+):
     """Solve A x = b for symmetric positive-definite A given by `mvp`.
 
     Runs at most `iters` iterations and stops early when r.r < residual_tol, as in
     rllab/pytorch-maml-rl (x starts at 0).
+
+    Returns:
+      x, or (x, A x) with `with_product`: A x is b - r, tracked by the iteration itself,
+      so a caller that needs x^T A x (TRPO's step size) saves one product.
     """
     x = jnp.zeros_like(b)
     r = b
@@ -70,8 +75,8 @@ def conjugate_gradient(
         p = r + (new_rdotr / rdotr) * p
         return i + 1, x, r, p, new_rdotr
 
-    _, x, _, _, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, r, p, rdotr))
-    return x
+    _, x, r, _, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, r, p, rdotr))
+    return (x, b - r) if with_product else x
 
 
 def backtracking_line_search(

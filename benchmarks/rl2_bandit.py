@@ -1,0 +1,21 @@
+"""RL^2 meta-training throughput on a 5-armed bandit, n=100 one-pull episodes per trial.
+
+Prints one JSON line per model: the paper's GRU(256) and a small GRU(64).
+Run: PYTHONPATH=. python benchmarks/rl2_bandit.py
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _black_box_bench import run  # noqa: E402
+
+from jaxmeta.algorithms.black_box import RL2Config  # noqa: E402
+
+if __name__ == "__main__":
+    run("rl2_bandit", {
+        "gru256": RL2Config(episodes_per_trial=100, hidden_size=256, meta_batch_size=256,
+                            num_epochs=2, num_minibatches=2),
+        "gru64": RL2Config(episodes_per_trial=100, hidden_size=64, meta_batch_size=512,
+                           num_epochs=1, num_minibatches=1),
+    })

@@ -1,0 +1,339 @@
+"""Black-box meta-RL: RL^2 and SNAIL trained by PPO over whole trials.
+
+RL^2 (Duan et al. 2016, "RL^2: Fast Reinforcement Learning via Slow Reinforcement
+Learning") and SNAIL (Mishra et al. 2018, "A Simple Neural Attentive Meta-Learner")
+learn a learning algorithm in the weights of a sequence model: the model reads the
+observation, previous action, previous reward and done flag of every step of a trial
+(n episodes of one task) and its memory, kept across episode boundaries and reset
+between trials, is what adapts to the task.
+
+Both are trained here by the same PPO learner (Schulman et al. 2017): clipped
+surrogate, value loss and entropy bonus, with GAE (Schulman et al. 2016) computed over
+the whole trial (the return of a step counts the rewards of later episodes of the same
+trial, as in RL^2). Gradients flow back through whole trials, or through windows of
+`bptt_window` steps with the carry passed on from the previous window.
+
+Everything in `train_step` (sampling trials on a batch of tasks, advantages, the PPO
+epochs) is pure and compiles to one XLA program.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
+from jaxmeta.config import ConfigError, check_bool, check_choice, check_float, check_int
+from jaxmeta.envs.base import Box, action_dim
+from jaxmeta.networks.sequence import GRUPolicy, SNAILPolicy
+from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
+from jaxmeta.rollout import TrialTrajectory, rollout_trials, trial_episode_returns, trial_input_dim
+from jaxmeta.types import PRNGKey
+
+
+@dataclass(frozen=True)
+class BlackBoxConfig:
+    """PPO-over-trials hyperparameters shared by RL^2 and SNAIL."""
+
+    episodes_per_trial: int = 10  # n
+    meta_batch_size: int = 256  # tasks per train step
+    trials_per_task: int = 1  # parallel trials on each task
+    gamma: float = 0.99
+    gae_lambda: float = 0.3  # RL^2 used lambda = 0.3 for bandits and tabular MDPs
+    clip_eps: float = 0.2
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    lr: float = 3e-3
+    max_grad_norm: float = 1.0
+    num_epochs: int = 2
+    num_minibatches: int = 2
+    bptt_window: int = 0  # 0: backprop through whole trials
+    normalize_advantages: bool = True
+    num_eval_tasks: int = 1000
+    eval_seed: int = 0
+
+    def __post_init__(self):
+        check_int("episodes_per_trial", self.episodes_per_trial, 1, 100_000)
+        check_int("meta_batch_size", self.meta_batch_size, 1, 1_000_000)
+        check_int("trials_per_task", self.trials_per_task, 1, 100_000)
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        check_float("value_coef", self.value_coef, 0.0, 1e6)
+        check_float("entropy_coef", self.entropy_coef, 0.0, 1e6)
+        check_float("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0, 1e9, low_open=True)
+        check_int("num_epochs", self.num_epochs, 1, 1000)
+        check_int("num_minibatches", self.num_minibatches, 1, 1_000_000)
+        check_int("bptt_window", self.bptt_window, 0, 10_000_000)
+        check_bool("normalize_advantages", self.normalize_advantages)
+        check_int("num_eval_tasks", self.num_eval_tasks, 1, 10_000_000)
+        check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
+        batch = self.meta_batch_size * self.trials_per_task
+        if batch % self.num_minibatches:
+            raise ConfigError(
+                f"num_minibatches must divide meta_batch_size * trials_per_task = {batch}, "
+                f"got {self.num_minibatches}"
+            )
+
+    @property
+    def num_trials(self) -> int:
+        """Trials per train step."""
+        return self.meta_batch_size * self.trials_per_task
+
+
+@dataclass(frozen=True)
+class RL2Config(BlackBoxConfig):
+    """RL^2: a GRU policy (the paper used 256 units)."""
+
+    hidden_size: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("hidden_size", self.hidden_size, 1, 65_536)
+
+
+@dataclass(frozen=True)
+class SNAILConfig(BlackBoxConfig):
+    """SNAIL: TC blocks ("tc") and attention blocks ("attn") in the given order.
+
+    The default is the paper's bandit architecture, TC(T, 32), TC(T, 32), attention(32, 32).
+    """
+
+    blocks: tuple[str, ...] = ("tc", "tc", "attn")
+    filters: int = 32
+    key_size: int = 32
+    value_size: int = 32
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (isinstance(self.blocks, tuple) and len(self.blocks) > 0):
+            raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {self.blocks!r}")
+        for b in self.blocks:
+            check_choice("blocks", b, ("tc", "attn"))
+        check_int("filters", self.filters, 1, 4096)
+        check_int("key_size", self.key_size, 1, 4096)
+        check_int("value_size", self.value_size, 1, 4096)
+
+
+class BlackBoxState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array  # [] int32 train steps done
+
+
+def trial_length(env, config: BlackBoxConfig) -> int:
+    return config.episodes_per_trial * env.horizon
+
+
+def make_model(env, config: BlackBoxConfig):
+    """The sequence policy a config describes, sized for `env`'s trials."""
+    continuous = isinstance(env.action_space, Box)
+    common = dict(input_dim=trial_input_dim(env), num_outputs=action_dim(env), continuous=continuous)
+    if isinstance(config, RL2Config):
+        return GRUPolicy(**common, hidden_size=config.hidden_size)
+    if isinstance(config, SNAILConfig):
+        return SNAILPolicy(**common, context=trial_length(env, config), blocks=config.blocks,
+                           filters=config.filters, key_size=config.key_size, value_size=config.value_size)
+    raise ConfigError(f"config must be an RL2Config or SNAILConfig, got {type(config).__name__}")
+
+
+@dataclass(frozen=True)
+class BlackBox:
+    """The pure pieces of a trial-based PPO meta-learner."""
+
+    env: Any
+    tasks: Any  # TaskDistribution
+    config: BlackBoxConfig
+
+    def __post_init__(self):
+        W = self.config.bptt_window
+        T = trial_length(self.env, self.config)
+        if W and T % W:
+            raise ConfigError(f"bptt_window must divide the trial length {T}, got {W}")
+
+    @property
+    def model(self):
+        return make_model(self.env, self.config)
+
+    @property
+    def T(self) -> int:
+        return trial_length(self.env, self.config)
+
+    def _optimizer(self) -> optax.GradientTransformation:
+        c = self.config
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr, eps=1e-5))
+
+    # ----------------------------------------------------------------- acting
+    def act(self, params, carry, x, key):
+        """Sample actions: returns (carry, action [E, ...], log_prob [E], value [E])."""
+        model = self.model
+        carry, (out, value) = model.step(params, carry, x)
+        action, log_prob = model.distribution(params, out).sample_and_log_prob(seed=key)
+        return carry, action, log_prob, value
+
+    def sample_trials(self, params, tasks, key: PRNGKey, trials_per_task: int) -> TrialTrajectory:
+        """Trials on a batch of tasks: one vmapped scan. Leaves [M, T, E, ...]."""
+        n = self.config.episodes_per_trial
+        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+
+        def one(task, k):
+            carry = self.model.initial_carry(trials_per_task)
+            traj, _ = rollout_trials(self.env, self.act, params, task, k, n, carry, trials_per_task)
+            return traj
+
+        return jax.vmap(one)(tasks, keys)
+
+    # ----------------------------------------------------------------- learning
+    def advantages(self, traj: TrialTrajectory):
+        """GAE over whole trials: [T, B] advantages and value targets."""
+        c = self.config
+        v_t = traj.extras  # [T, B]
+        T = v_t.shape[0]
+        discount_t = jnp.full_like(traj.reward, c.gamma).at[-1].set(0.0)  # trial ends at T
+        v_T = jnp.zeros(v_t.shape[1], v_t.dtype)  # [B]
+        adv = jax.vmap(gae, in_axes=(1, 1, 1, 0, None), out_axes=1)(
+            traj.reward, discount_t, v_t, v_T, c.gae_lambda
+        )  # [T, B]
+        del T
+        return adv, adv + v_t
+
+    def forward(self, params, inputs):
+        """Policy outputs over whole trials from a fresh carry, in BPTT windows if set.
+
+        Args:
+          inputs: [T, B, D_in].
+        Returns:
+          (policy_out [T, B, A], value [T, B]).
+        """
+        model = self.model
+        T, B = inputs.shape[:2]
+        carry = model.initial_carry(B, inputs.dtype)
+        W = self.config.bptt_window
+        if not W or W >= T:
+            return model.apply(params, carry, inputs)[1]
+        windows = inputs.reshape(T // W, W, B, -1)  # [T/W, W, B, D]
+
+        def body(carry, xs):
+            carry, out = model.apply(params, carry, xs)
+            return jax.lax.stop_gradient(carry), out
+
+        _, (out, value) = jax.lax.scan(body, carry, windows)
+        return out.reshape((T, B) + out.shape[3:]), value.reshape(T, B)
+
+    def loss(self, params, batch):
+        """PPO loss of a minibatch of whole trials (time-major leaves [T, b, ...])."""
+        c = self.config
+        traj, adv, target = batch
+        out, value = self.forward(params, traj.inputs)
+        dist = self.model.distribution(params, out)
+        log_prob = dist.log_prob(traj.action)  # [T, b]
+        w = traj.valid
+        pg = ppo_clip_loss(log_prob, traj.log_prob, adv, w, c.clip_eps)
+        v_loss = 0.5 * weighted_mean((value - target) ** 2, w)
+        entropy = weighted_mean(dist.entropy(), w)
+        total = pg + c.value_coef * v_loss - c.entropy_coef * entropy
+        approx_kl = weighted_mean(traj.log_prob - log_prob, w)
+        return total, {"pg_loss": pg, "value_loss": v_loss, "entropy": entropy, "approx_kl": approx_kl}
+
+    def update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey):
+        """PPO epochs over minibatches of whole trials; traj leaves are [T, B, ...]."""
+        c = self.config
+        adv, target = self.advantages(traj)
+        if c.normalize_advantages:
+            adv = weighted_normalize(adv, traj.valid)
+        data = (traj, adv, target)
+        B = traj.reward.shape[1]
+        nmb = c.num_minibatches
+        opt = self._optimizer()
+        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+
+        def minibatch(carry, mb):
+            params, opt_state = carry
+            (_, info), grads = grad_fn(params, mb)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), info
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, B)
+            shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=1), data)
+            mbs = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape((x.shape[0], nmb, B // nmb) + x.shape[2:]), 0, 1), shuffled
+            )  # leaves [nmb, T, B/nmb, ...]
+            return jax.lax.scan(minibatch, carry, mbs)
+
+        (params, opt_state), info = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, c.num_epochs))
+        return params, opt_state, jax.tree.map(jnp.mean, info)
+
+    # ----------------------------------------------------------------- Algorithm
+    def init(self, key: PRNGKey) -> BlackBoxState:
+        params = self.model.init(key)
+        return BlackBoxState(params, self._optimizer().init(params), jnp.zeros((), jnp.int32))
+
+    def train_step(self, state: BlackBoxState, key: PRNGKey):
+        """Sample a batch of trials on fresh tasks, then PPO epochs. Pure and jittable."""
+        c = self.config
+        k_tasks, k_trials, k_update = jax.random.split(key, 3)
+        tasks = self.tasks.sample_batch(k_tasks, c.meta_batch_size)
+        traj = self.sample_trials(state.params, tasks, k_trials, c.trials_per_task)  # [M, T, E, ...]
+        traj = jax.tree.map(_merge_task_axis, traj)  # [T, M*E, ...]
+        params, opt_state, info = self.update(state.params, state.opt_state, traj, k_update)
+        metrics = {
+            "trial_reward": jnp.mean(jnp.sum(traj.reward, axis=0)),
+            "env_steps": jnp.asarray(traj.reward.size, jnp.int32),
+            **info,
+        }
+        return BlackBoxState(params, opt_state, state.step + 1), metrics
+
+    def eval_tasks(self):
+        """The fixed, seeded held-out tasks used by `evaluate` and the baselines."""
+        return self.tasks.sample_batch(jax.random.PRNGKey(self.config.eval_seed), self.config.num_eval_tasks)
+
+    def evaluate(self, state: BlackBoxState, key: PRNGKey) -> AdaptationCurve:
+        """Mean return of episode k = 0..n-1 of a trial, one trial per held-out task."""
+        traj = self.sample_trials(state.params, self.eval_tasks(), key, 1)  # [N, T, 1, ...]
+        n = self.config.episodes_per_trial
+        per_task = jax.vmap(lambda t: trial_episode_returns(t, n)[0])(traj)  # [N, n]
+        return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+
+    def algorithm(self) -> Algorithm:
+        return Algorithm(self.init, self.train_step, self.evaluate)
+
+
+def _merge_task_axis(x):
+    """[M, T, E, ...] -> [T, M*E, ...]."""
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:])
+
+
+def rl2(env, tasks=None, config: RL2Config | None = None) -> Algorithm:
+    """RL^2 (Duan et al. 2016): a GRU policy trained with PPO over trials.
+
+    Args:
+      env: a MetaEnv (discrete or Box actions).
+      tasks: its TaskDistribution (default: `env.task_distribution()`).
+      config: hyperparameters (default `RL2Config()`).
+    """
+    tasks = env.task_distribution() if tasks is None else tasks
+    config = RL2Config() if config is None else config
+    if not isinstance(config, RL2Config):
+        raise ConfigError(f"rl2 needs an RL2Config, got {type(config).__name__}")
+    return BlackBox(env, tasks, config).algorithm()
+
+
+def snail(env, tasks=None, config: SNAILConfig | None = None) -> Algorithm:
+    """SNAIL (Mishra et al. 2018): TC + attention blocks trained with PPO over trials.
+
+    Args:
+      env: a MetaEnv (discrete or Box actions).
+      tasks: its TaskDistribution (default: `env.task_distribution()`).
+      config: hyperparameters (default `SNAILConfig()`).
+    """
+    tasks = env.task_distribution() if tasks is None else tasks
+    config = SNAILConfig() if config is None else config
+    if not isinstance(config, SNAILConfig):
+        raise ConfigError(f"snail needs a SNAILConfig, got {type(config).__name__}")
+    return BlackBox(env, tasks, config).algorithm()

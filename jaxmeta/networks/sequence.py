@@ -1,0 +1,290 @@
+"""Sequence models for black-box meta-RL, used through explicit params.
+
+Both models share one interface, so the trial-based learner is agnostic to which one
+it trains:
+
+  params = model.init(key)
+  carry = model.initial_carry(batch_size)               # memory of a fresh trial
+  carry, (policy_out, value) = model.step(params, carry, x)    # x: [B, D]
+  carry, (policy_out, value) = model.apply(params, carry, xs)  # xs: [T, B, D]
+
+`apply` over a sequence gives exactly the outputs of `step` applied one step at a time,
+and `apply` of a window starting from the carry left by the previous window gives the
+outputs of one `apply` over both windows (truncated backprop passes the carry on).
+
+`policy_out` is the logits of a categorical policy (discrete actions) or the mean of a
+diagonal Gaussian (continuous actions, with a learned state-independent log-std held in
+`params["log_std"]`); `model.distribution(params, policy_out)` builds the distrax
+distribution.
+
+* `GRUPolicy`: RL^2 (Duan et al. 2016, "RL^2: Fast Reinforcement Learning via Slow
+  Reinforcement Learning"): a GRU (Cho et al. 2014) with policy and value heads.
+* `SNAILPolicy`: SNAIL (Mishra et al. 2018, "A Simple Neural Attentive Meta-Learner"):
+  TC blocks (dense blocks of dilated causal convolutions) interleaved with causal
+  key-value attention blocks. Its carry is a fixed-size buffer of every layer's past
+  features (and the attention keys/values) plus the step counter, so step-by-step
+  acting never sees the future.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxmeta.config import ConfigError, check_choice, check_int
+
+Outputs = tuple  # (policy_out [..., A], value [...])
+
+
+def _head_init(scale: float):
+    return nn.initializers.orthogonal(scale)
+
+
+class _Heads(nn.Module):
+    """Policy and value heads on top of a feature sequence."""
+
+    num_outputs: int
+    continuous: bool
+
+    @nn.compact
+    def __call__(self, h):  # h: [..., F]
+        policy_out = nn.Dense(self.num_outputs, kernel_init=_head_init(0.01), name="policy")(h)
+        value = nn.Dense(1, kernel_init=_head_init(1.0), name="value")(h)[..., 0]
+        return policy_out, value
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+class GRUNet(nn.Module):
+    """GRU over a time-major window, then policy/value heads.
+
+    The input projection of all steps is one matmul outside the scan; only the
+    hidden-state product runs step by step.
+    """
+
+    hidden_size: int
+    num_outputs: int
+    continuous: bool = False
+
+    @nn.compact
+    def __call__(self, h, xs):  # h: [B, H]; xs: [T, B, D]
+        H = self.hidden_size
+        D = xs.shape[-1]
+        w_i = self.param("w_i", nn.initializers.glorot_uniform(), (D, 3 * H))
+        b_i = self.param("b_i", nn.initializers.zeros, (3 * H,))
+        w_h = self.param("w_h", nn.initializers.orthogonal(), (H, 3 * H))
+        b_hn = self.param("b_hn", nn.initializers.zeros, (H,))
+        g_x = xs @ w_i + b_i  # [T, B, 3H]
+
+        def cell(h, g):  # h: [B, H]; g: [B, 3H]
+            g_h = h @ w_h  # [B, 3H]
+            r = jax.nn.sigmoid(g[..., :H] + g_h[..., :H])
+            z = jax.nn.sigmoid(g[..., H : 2 * H] + g_h[..., H : 2 * H])
+            n = jnp.tanh(g[..., 2 * H :] + r * (g_h[..., 2 * H :] + b_hn))
+            h = (1.0 - z) * n + z * h
+            return h, h
+
+        if xs.shape[0] == 1:  # acting: no inner loop
+            h, h_t = cell(h, g_x[0])
+            hs = h_t[None]
+        else:
+            h, hs = lax.scan(cell, h, g_x)  # hs: [T, B, H]
+        return h, _Heads(self.num_outputs, self.continuous, name="heads")(hs)
+
+
+# --------------------------------------------------------------------------- SNAIL
+
+
+class SNAILCarry(NamedTuple):
+    """Fixed-size memory of a SNAIL trial.
+
+    t: [] int32 steps seen so far (shared by the batch).
+    feats: [B, P + L, C] every layer's features at each past step; P zero rows of
+      left padding (the largest dilation) so causal convolutions read zeros before t=0.
+    keys, values: tuples (one per attention block) of [B, L, K] / [B, L, V].
+    """
+
+    t: jax.Array
+    feats: jax.Array
+    keys: tuple
+    values: tuple
+
+
+def snail_layout(blocks: tuple[str, ...], context: int, input_dim: int, filters: int,
+                 key_size: int, value_size: int) -> list[tuple]:
+    """Static plan of SNAIL layers: ("dense", dilation, c_in) or ("attn", c_in).
+
+    A TC block over a sequence of length `context` is ceil(log2 context) dense blocks
+    with dilations 1, 2, 4, ...; each layer appends its output channels to the stream.
+    """
+    plan, c = [], input_dim
+    for b in blocks:
+        if b == "tc":
+            for i in range(max(1, math.ceil(math.log2(max(context, 2))))):
+                plan.append(("dense", 2**i, c))
+                c += filters
+        else:
+            plan.append(("attn", c))
+            c += value_size
+    return plan
+
+
+class SNAILNet(nn.Module):
+    """SNAIL over a time-major window, continuing from a `SNAILCarry`."""
+
+    blocks: tuple[str, ...]
+    context: int  # maximum trial length L
+    filters: int
+    key_size: int
+    value_size: int
+    num_outputs: int
+    continuous: bool = False
+
+    @nn.compact
+    def __call__(self, carry: SNAILCarry, xs):  # xs: [W, B, D]
+        W = xs.shape[0]
+        x = jnp.swapaxes(xs, 0, 1)  # [B, W, D]
+        plan = snail_layout(self.blocks, self.context, xs.shape[-1], self.filters, self.key_size, self.value_size)
+        pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
+        feats, t = carry.feats, carry.t
+        C_in = xs.shape[-1]
+        feats = lax.dynamic_update_slice(feats, x.astype(feats.dtype), (0, pad + t, 0))
+        keys, values = list(carry.keys), list(carry.values)
+        a = 0
+        pos = jnp.arange(self.context)  # [L]
+        q_pos = t + jnp.arange(W)  # [W]
+        for i, layer in enumerate(plan):
+            if layer[0] == "dense":
+                _, d, c = layer
+                lag = lax.dynamic_slice(feats, (0, pad + t - d, 0), (feats.shape[0], W, c))  # [B, W, c]
+                w = self.param(f"dense{i}_w", nn.initializers.glorot_uniform(), (2 * c, 2 * self.filters))
+                b = self.param(f"dense{i}_b", nn.initializers.zeros, (2 * self.filters,))
+                y = jnp.concatenate([lag, x], -1) @ w + b  # [B, W, 2F]
+                out = jnp.tanh(y[..., : self.filters]) * jax.nn.sigmoid(y[..., self.filters :])  # [B, W, F]
+            else:
+                _, c = layer
+                wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, self.key_size))
+                wk = self.param(f"attn{i}_k", nn.initializers.glorot_uniform(), (c, self.key_size))
+                wv = self.param(f"attn{i}_v", nn.initializers.glorot_uniform(), (c, self.value_size))
+                q = x @ wq  # [B, W, K]
+                keys[a] = lax.dynamic_update_slice(keys[a], (x @ wk).astype(keys[a].dtype), (0, t, 0))
+                values[a] = lax.dynamic_update_slice(values[a], (x @ wv).astype(values[a].dtype), (0, t, 0))
+                logits = jnp.einsum("bwk,blk->bwl", q, keys[a]) / math.sqrt(self.key_size)  # [B, W, L]
+                mask = pos[None, :] <= q_pos[:, None]  # [W, L] causal: key step <= query step
+                logits = jnp.where(mask, logits, -1e30)
+                out = jax.nn.softmax(logits, axis=-1) @ values[a]  # [B, W, V]
+                a += 1
+            feats = lax.dynamic_update_slice(feats, out.astype(feats.dtype), (0, pad + t, C_in))
+            C_in += out.shape[-1]
+            x = jnp.concatenate([x, out], -1)
+        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(x)
+        new = SNAILCarry(t + W, feats, tuple(keys), tuple(values))
+        return new, (jnp.swapaxes(policy_out, 0, 1), jnp.swapaxes(value, 0, 1))
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True)
+class _SequencePolicy:
+    """Common plumbing: params, distributions, step == apply on a length-1 window."""
+
+    input_dim: int
+    num_outputs: int  # actions (discrete) or action dimensions (continuous)
+    continuous: bool
+
+    def _net(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def initial_carry(self, batch_size: int, dtype=jnp.float32) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def init(self, key) -> dict:
+        carry = self.initial_carry(1)
+        params = {"net": self._net().init(key, carry, jnp.zeros((1, 1, self.input_dim)))["params"]}
+        if self.continuous:
+            params["log_std"] = jnp.zeros((self.num_outputs,))
+        return params
+
+    def apply(self, params, carry, xs):
+        """Whole window: xs [T, B, D] -> (carry, (policy_out [T, B, A], value [T, B]))."""
+        return self._net().apply({"params": params["net"]}, carry, xs)
+
+    def step(self, params, carry, x):
+        """One step: x [B, D] -> (carry, (policy_out [B, A], value [B]))."""
+        carry, (out, value) = self.apply(params, carry, x[None])
+        return carry, (out[0], value[0])
+
+    def distribution(self, params, policy_out) -> distrax.Distribution:
+        if self.continuous:
+            scale = jnp.exp(params["log_std"]) * jnp.ones_like(policy_out)
+            return distrax.MultivariateNormalDiag(policy_out, scale)
+        return distrax.Categorical(logits=policy_out)
+
+
+@dataclass(frozen=True)
+class GRUPolicy(_SequencePolicy):
+    """RL^2's recurrent policy: GRU(hidden_size) -> policy and value heads."""
+
+    hidden_size: int = 256
+
+    def __post_init__(self):
+        check_int("hidden_size", self.hidden_size, 1, 65_536)
+        check_int("input_dim", self.input_dim, 1, 1_000_000)
+        check_int("num_outputs", self.num_outputs, 1, 1_000_000)
+
+    def _net(self):
+        return GRUNet(self.hidden_size, self.num_outputs, self.continuous)
+
+    def initial_carry(self, batch_size: int, dtype=jnp.float32):
+        return jnp.zeros((batch_size, self.hidden_size), dtype)  # [B, H]
+
+
+@dataclass(frozen=True)
+class SNAILPolicy(_SequencePolicy):
+    """SNAIL policy: `blocks` of "tc"/"attn" over a trial of at most `context` steps."""
+
+    context: int = 10
+    blocks: tuple[str, ...] = ("tc", "tc", "attn")
+    filters: int = 32
+    key_size: int = 32
+    value_size: int = 32
+
+    def __post_init__(self):
+        check_int("context", self.context, 1, 1_000_000)
+        if not (isinstance(self.blocks, tuple) and self.blocks):
+            raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {self.blocks!r}")
+        for b in self.blocks:
+            check_choice("blocks", b, ("tc", "attn"))
+        check_int("filters", self.filters, 1, 4096)
+        check_int("key_size", self.key_size, 1, 4096)
+        check_int("value_size", self.value_size, 1, 4096)
+
+    def _net(self):
+        return SNAILNet(self.blocks, self.context, self.filters, self.key_size, self.value_size,
+                        self.num_outputs, self.continuous)
+
+    @property
+    def layout(self) -> list[tuple]:
+        return snail_layout(self.blocks, self.context, self.input_dim, self.filters, self.key_size, self.value_size)
+
+    def initial_carry(self, batch_size: int, dtype=jnp.float32) -> SNAILCarry:
+        plan = self.layout
+        pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
+        num_attn = sum(p[0] == "attn" for p in plan)
+        L = self.context
+        # The stream buffer holds the input and every layer's output channels.
+        total = self.input_dim + sum(self.filters if p[0] == "dense" else self.value_size for p in plan)
+        return SNAILCarry(
+            t=jnp.zeros((), jnp.int32),
+            feats=jnp.zeros((batch_size, pad + L, total), dtype),
+            keys=tuple(jnp.zeros((batch_size, L, self.key_size), dtype) for _ in range(num_attn)),
+            values=tuple(jnp.zeros((batch_size, L, self.value_size), dtype) for _ in range(num_attn)),
+        )

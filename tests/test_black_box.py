@@ -1,0 +1,191 @@
+"""Trial rollouts and the PPO-over-trials learner behind RL^2 and SNAIL."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmeta
+from jaxmeta.algorithms import get
+from jaxmeta.algorithms.black_box import BlackBox, RL2Config, SNAILConfig
+from jaxmeta.config import ConfigError
+from jaxmeta.envs import BernoulliBandit, TabularMDP, make
+from jaxmeta.envs.bandits import BanditTask
+from jaxmeta.evaluation import bandit_baseline
+from jaxmeta.rollout import rollout_trials, trial_episode_returns
+
+
+def _counting_act(params, carry, x, key):
+    """A 'policy' whose memory counts the steps it has seen; records its memory and input."""
+    del params
+    E = x.shape[0]
+    action = jax.random.randint(key, (E,), 0, 2)
+    return carry + 1, action, jnp.zeros((E,)), {"memory": carry, "x": x}
+
+
+def test_trial_carry_kept_across_episodes_and_inputs():
+    env = TabularMDP(num_states=3, num_actions=2, horizon=4)
+    task = env.task_distribution().sample(jax.random.PRNGKey(0))
+    n, E = 3, 2
+    traj, final = rollout_trials(env, _counting_act, None, task, jax.random.PRNGKey(1), n,
+                                 jnp.zeros((E,), jnp.int32), E)
+    T = n * env.horizon
+    assert traj.reward.shape == (T, E)
+    # Memory is never reset inside the trial, episode boundaries included.
+    np.testing.assert_array_equal(traj.extras["memory"], np.broadcast_to(np.arange(T)[:, None], (T, E)))
+    np.testing.assert_array_equal(final, np.full((E,), T))
+    x = traj.extras["x"]  # [T, E, S + A + 2]
+    S, A = 3, 2
+    # Previous action one-hot, previous reward and done flag are what happened at t-1.
+    np.testing.assert_array_equal(x[0, :, S : S + A], 0.0)
+    np.testing.assert_array_equal(x[1:, :, S : S + A], jax.nn.one_hot(traj.action[:-1], A))
+    np.testing.assert_allclose(x[1:, :, S + A], traj.reward[:-1])
+    done_in = x[:, :, S + A + 1]
+    expected_done = np.zeros(T)
+    expected_done[env.horizon :: env.horizon] = 1.0  # first step of episodes 2..n
+    np.testing.assert_array_equal(done_in, np.broadcast_to(expected_done[:, None], (T, E)))
+    np.testing.assert_array_equal(traj.done[:, 0], (np.arange(T) % env.horizon == env.horizon - 1))
+    # The env is reset at each episode start: the observation is state 0 there.
+    np.testing.assert_array_equal(x[:: env.horizon, :, :S], np.broadcast_to(jax.nn.one_hot(0, S), (n, E, S)))
+    np.testing.assert_allclose(trial_episode_returns(traj, n).sum(axis=1), traj.reward.sum(axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [RL2Config(episodes_per_trial=6, hidden_size=8, meta_batch_size=2),
+                                 SNAILConfig(episodes_per_trial=6, filters=4, key_size=4, value_size=4,
+                                             meta_batch_size=2)])
+def test_model_memory_reset_between_trials_kept_within(cfg):
+    env = BernoulliBandit(num_arms=3)
+    bb = BlackBox(env, env.task_distribution(), cfg)
+    params = bb.model.init(jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda p: p + 0.5 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+    # Two tasks that always pay 1 and always pay 0: identical start, different memories.
+    tasks = BanditTask(jnp.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+    traj = bb.sample_trials(params, tasks, jax.random.PRNGKey(2), 2)  # [M=2, T, E=2]
+    v = traj.extras  # [2, T, 2] values
+    # Each trial starts from the reset memory: same first output on every task and trial.
+    np.testing.assert_allclose(v[:, 0], jnp.full_like(v[:, 0], v[0, 0, 0]), rtol=1e-5)
+    # The memory carries rewards of earlier (one-step) episodes of the trial.
+    assert float(jnp.min(jnp.abs(v[0, 3:] - v[1, 3:]))) > 1e-4
+
+
+def test_bptt_windows_give_same_forward():
+    env = BernoulliBandit(num_arms=3)
+    xs = jax.random.normal(jax.random.PRNGKey(0), (8, 4, 3 + 1 + 2))
+    for cfg in [RL2Config(episodes_per_trial=8, hidden_size=8, meta_batch_size=4),
+                SNAILConfig(episodes_per_trial=8, filters=4, key_size=4, value_size=4, meta_batch_size=4)]:
+        full = BlackBox(env, env.task_distribution(), cfg)
+        win = BlackBox(env, env.task_distribution(), type(cfg)(**{**cfg.__dict__, "bptt_window": 4}))
+        params = full.model.init(jax.random.PRNGKey(1))
+        out, value = full.forward(params, xs)
+        out_w, value_w = win.forward(params, xs)
+        np.testing.assert_allclose(out_w, out, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(value_w, value, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rl2", "snail"])
+def test_train_step_jit_equals_no_jit(name):
+    env = BernoulliBandit(num_arms=3)
+    if name == "rl2":
+        cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=1)
+        algo = jaxmeta.rl2(env, None, cfg)
+    else:
+        cfg = SNAILConfig(episodes_per_trial=4, filters=4, key_size=4, value_size=4, meta_batch_size=4,
+                          num_minibatches=2, num_epochs=1)
+        algo = jaxmeta.snail(env, None, cfg)
+    state = algo.init(jax.random.PRNGKey(0))
+    s1, m1 = algo.train_step(state, jax.random.PRNGKey(1))
+    s2, m2 = jax.jit(algo.train_step)(state, jax.random.PRNGKey(1))
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m1["trial_reward"], m2["trial_reward"], rtol=1e-6)
+    # The step changed the parameters.
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params),
+                                                                jax.tree.leaves(state.params)))
+    assert moved > 1e-5
+
+
+def test_evaluate_curve_shape_and_navigation_gaussian():
+    env = make("navigation2d", horizon=5)
+    cfg = RL2Config(episodes_per_trial=3, hidden_size=8, meta_batch_size=2, num_eval_tasks=7)
+    algo = jaxmeta.rl2(env, None, cfg)
+    state = algo.init(jax.random.PRNGKey(0))
+    assert "log_std" in state.params  # continuous actions: Gaussian head
+    curve = algo.evaluate(state, jax.random.PRNGKey(1))
+    assert curve.returns.shape == (3,) and curve.per_task.shape == (7, 3)
+    np.testing.assert_allclose(curve.returns, curve.per_task.mean(axis=0), rtol=1e-6)
+    assert bool(jnp.all(curve.per_task < 0))  # minus distance to the goal every step
+
+
+def test_bad_config_values_raise():
+    with pytest.raises(ConfigError, match="hidden_size"):
+        RL2Config(hidden_size=0)
+    with pytest.raises(ConfigError, match="episodes_per_trial"):
+        RL2Config(episodes_per_trial=0)
+    with pytest.raises(ConfigError, match="gamma"):
+        RL2Config(gamma=1.5)
+    with pytest.raises(ConfigError, match="clip_eps"):
+        SNAILConfig(clip_eps=0.0)
+    with pytest.raises(ConfigError, match="num_minibatches"):
+        RL2Config(meta_batch_size=10, num_minibatches=3)
+    with pytest.raises(ConfigError, match="blocks"):
+        SNAILConfig(blocks=("tc", "gru"))
+    with pytest.raises(ConfigError, match="bptt_window"):
+        jaxmeta.rl2(BernoulliBandit(), None, RL2Config(episodes_per_trial=10, bptt_window=3))
+    with pytest.raises(ConfigError, match="RL2Config"):
+        jaxmeta.rl2(BernoulliBandit(), None, SNAILConfig())
+
+
+def test_registry_spec_and_final_table():
+    spec = get("rl2")
+    assert spec.aliases == {"arms": "num_arms", "episodes": "episodes_per_trial"}
+    assert "episodes_per_trial" in spec.config_cls.__dataclass_fields__
+    assert "num_arms" in BernoulliBandit.__dataclass_fields__
+    assert get("snail").config_cls is SNAILConfig
+    env = make("bandit", num_arms=3)
+    cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=2, num_eval_tasks=20)
+    algo = spec.build(env, cfg)
+    header, rows = spec.final_table(env, cfg, algo, algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+    names = [r[0] for r in rows]
+    assert names == ["agent", "random", "greedy", "epsilon_greedy", "ucb1", "thompson"]
+    assert len(header) == len(rows[0])
+    assert all(0.0 <= r[1] <= 4.0 for r in rows)
+
+
+def test_maze_adapter_contract():
+    env = make("maze", horizon=6)
+    task = env.task_distribution().sample(jax.random.PRNGKey(0))
+    state, ts = env.reset(jax.random.PRNGKey(1), task)
+    assert ts.obs.shape == (9,) and env.action_space.n == 4
+    # Put the goal one cell to the right of the start (the centre row has no walls).
+    pos = state.inner.pos
+    goal_task = type(task)(jnp.array([pos[0], pos[1] + 1], jnp.int32))
+    state, ts = env.reset(jax.random.PRNGKey(1), goal_task)
+    _, ts = env.step(jax.random.PRNGKey(2), state, jnp.int32(1), goal_task)  # action 1 = right
+    assert float(ts.reward) == 10.0 and bool(ts.terminated)
+    _, ts = env.step(jax.random.PRNGKey(2), state, jnp.int32(3), goal_task)  # left: no goal
+    assert float(ts.reward) == 0.0 and not bool(ts.terminated)
+    with pytest.raises(ConfigError, match="maze_size"):
+        make("maze", maze_size=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,steps", [("rl2", 600), ("snail", 500)])
+def test_learns_5_armed_bandit(name, steps):
+    """n=10 trials on 5 arms: random gets 5.0; the agent must beat it clearly and match UCB1."""
+    env = BernoulliBandit(num_arms=5)
+    if name == "rl2":
+        cfg = RL2Config(episodes_per_trial=10, hidden_size=64, num_eval_tasks=1000)
+        algo = jaxmeta.rl2(env, None, cfg)
+    else:
+        cfg = SNAILConfig(episodes_per_trial=10, filters=16, key_size=16, value_size=16, num_eval_tasks=1000)
+        algo = jaxmeta.snail(env, None, cfg)
+    state = algo.init(jax.random.PRNGKey(0))
+    train_step = jax.jit(algo.train_step)
+    key = jax.random.PRNGKey(1)
+    for _ in range(steps):
+        key, k = jax.random.split(key)
+        state, _ = train_step(state, k)
+    agent = float(jax.jit(algo.evaluate)(state, jax.random.PRNGKey(2)).returns.sum())
+    tasks = env.task_distribution().sample_batch(jax.random.PRNGKey(cfg.eval_seed), cfg.num_eval_tasks)
+    ucb1 = float(bandit_baseline(env, tasks, jax.random.PRNGKey(3), 10, "ucb1").returns.sum())
+    assert agent > 6.0, agent
+    assert agent > ucb1 - 0.2, (agent, ucb1)
