@@ -10,7 +10,14 @@ from typing import Any, Iterable
 
 
 class ConfigError(ValueError):
-    """A config field holds a value outside its allowed range."""
+    """A config field holds a value outside its allowed range.
+
+    `field` names the offending field, so the command line can name its flag.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def _is_number(value: Any) -> bool:
@@ -23,7 +30,7 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
     ok = ok and value >= low and (high is None or value <= high)
     if not ok:
         upper = "inf" if high is None else str(high)
-        raise ConfigError(f"{name} must be an integer in [{low}, {upper}], got {value!r}")
+        raise ConfigError(f"{name} must be an integer in [{low}, {upper}], got {value!r}", name)
 
 
 def check_float(
@@ -44,18 +51,18 @@ def check_float(
     if not ok:
         lb = "(" if low_open else "["
         rb = ")" if high_open else "]"
-        raise ConfigError(f"{name} must be a number in {lb}{low}, {high}{rb}, got {value!r}")
+        raise ConfigError(f"{name} must be a number in {lb}{low}, {high}{rb}, got {value!r}", name)
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}", name)
 
 
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
+        raise ConfigError(f"{name} must be True or False, got {value!r}", name)
 
 
 def check_sizes(name: str, value: Any, low: int = 1, high: int = 4096) -> None:
@@ -65,5 +72,5 @@ def check_sizes(name: str, value: Any, low: int = 1, high: int = 4096) -> None:
     )
     if not ok:
         raise ConfigError(
-            f"{name} must be a non-empty tuple of integers in [{low}, {high}], got {value!r}"
+            f"{name} must be a non-empty tuple of integers in [{low}, {high}], got {value!r}", name
         )

@@ -353,7 +353,7 @@ class MAML:
         params = self.policy.init(key)
         meta = {"policy": params}
         if self.config.meta_sgd:
-            meta["inner_lr"] = jax.tree.map(lambda p: jnp.full_like(p, self.config.inner_lr), params)
+            meta["inner_lr"] = jax.tree.map(lambda p: jnp.full(p.shape, self.config.inner_lr, p.dtype), params)
         opt_state = self._adam().init(meta) if self.config.outer == "adam" else ()
         return MAMLState(meta, opt_state, jnp.zeros((), jnp.int32))
 

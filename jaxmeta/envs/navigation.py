@@ -41,7 +41,7 @@ class Navigation2D:
         check_float("low", self.low, -1e3, 1e3)
         check_float("high", self.high, -1e3, 1e3)
         if not self.high > self.low:
-            raise ConfigError(f"high must be greater than low, got low={self.low}, high={self.high}")
+            raise ConfigError(f"high must be greater than low, got low={self.low}, high={self.high}", "high")
         check_int("horizon", self.horizon, 1, 100_000)
         check_float("max_action", self.max_action, 0.0, 1e3, low_open=True)
         check_float("goal_tolerance", self.goal_tolerance, 0.0, 1e3)

@@ -49,7 +49,8 @@ class GaussianPolicy:
 
     def init(self, key) -> dict:
         mlp = self.net.init(key, jnp.zeros((1, self.obs_dim)))["params"]
-        return {"mlp": mlp, "log_std": jnp.full((self.action_dim,), math.log(self.init_std))}
+        log_std = jnp.full((self.action_dim,), math.log(self.init_std), dtype=jnp.float32)
+        return {"mlp": mlp, "log_std": log_std}
 
     def apply(self, params, obs):
         """Returns (mean [..., A], log_std [A]) with log_std floored at log(min_std)."""
