@@ -214,3 +214,15 @@ def test_maml_learns_to_adapt_on_navigation():
     pre, post = (float(x) for x in evaluate(state, jax.random.PRNGKey(99)).returns)
     assert post > pre + 5.0, (pre, post)
     assert post > float(untrained[0]) + 10.0 and post > float(untrained[1]) + 10.0, (untrained, post)
+
+
+@pytest.mark.parametrize("kw", [{}, {"meta_sgd": True}, {"outer": "adam"}])
+def test_train_step_keeps_state_types_so_jit_compiles_once(kw):
+    m = build(**kw)
+    state = m.init(jax.random.PRNGKey(0))
+    step = jax.jit(m.train_step)
+    new, _ = step(state, jax.random.PRNGKey(1))
+    avals = lambda s: jax.tree.map(lambda x: (x.shape, x.dtype, x.weak_type), s)
+    assert avals(new) == avals(state)
+    step(new, jax.random.PRNGKey(2))
+    assert step._cache_size() == 1

@@ -27,6 +27,8 @@ class BanditState(NamedTuple):
 
 @dataclass(frozen=True)
 class BernoulliBandit:
+    """K-armed Bernoulli bandit; arm means ~ U[0, 1] per task."""
+
     num_arms: int = 5
     horizon: int = 1
 

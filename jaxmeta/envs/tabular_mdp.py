@@ -29,6 +29,8 @@ class MDPState(NamedTuple):
 
 @dataclass(frozen=True)
 class TabularMDP:
+    """Random tabular MDP: Dirichlet transitions, N(1, 1) reward means, one-hot states."""
+
     num_states: int = 10
     num_actions: int = 5
     horizon: int = 10
