@@ -9,36 +9,9 @@ import time
 import jax
 import jax.numpy as jnp
 
+from common import fn_flops, matmul_gflops
 from jaxmeta.algorithms.black_box import BlackBox
 from jaxmeta.envs import BernoulliBandit
-
-
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", float("nan")))
-
-
-def matmul_gflops(width: int, repeats: int = 5) -> float:
-    """GFLOP/s of a float32 [width x width] matmul chain, timed in this process."""
-    n = 32  # chained products so the timing is not dominated by dispatch
-    a = jax.random.normal(jax.random.PRNGKey(0), (width, width), jnp.float32) / jnp.sqrt(width)
-
-    @jax.jit
-    def f(x):
-        def body(x, _):
-            return jnp.tanh(x @ a), None
-        return jax.lax.scan(body, x, None, length=n)[0]
-
-    x = jax.random.normal(jax.random.PRNGKey(1), (max(width, 256), width), jnp.float32)
-    jax.block_until_ready(f(x))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x))
-        times.append(time.perf_counter() - t0)
-    return 2.0 * x.shape[0] * width * width * n / statistics.median(times) / 1e9
 
 
 def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per_run: int = 3) -> None:
@@ -50,7 +23,7 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
         t0 = time.perf_counter()
         compiled = jax.jit(bb.train_step).lower(state, key).compile()
         compile_s = time.perf_counter() - t0
-        flops = _flops(compiled)
+        flops = fn_flops(bb.train_step, state, key)  # scan bodies counted `length` times
         state, m = compiled(state, key)  # warm-up
         jax.block_until_ready(m)
         env_steps = int(m["env_steps"]) * steps_per_run
@@ -78,11 +51,33 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
             "compile_s": compile_s,
             "train_step_gflop": flops / 1e9,
             "achieved_gflops": flops * steps_per_run / med / 1e9,
-            "flops_note": "XLA cost_analysis counts each while-loop (scan) body once, so this undercounts",
             "matmul_width": width,
-            "matmul_gflops": matmul_gflops(width),
+            "matmul_rows": cfg.num_trials,
+            "matmul_gflops": matmul_gflops(width, rows=cfg.num_trials),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "jax": jax.__version__,
             "device": str(jax.devices()[0]),
             "device_count": jax.device_count(),
         }), flush=True)
+
+
+def main(name: str, configs: dict, argv=None, **run_kwargs) -> None:
+    """`run` with `--models a,b`, `--meta-batch-size N` and `--repeats N` from the command
+    line (the presets of benchmarks/run.py use them)."""
+    import argparse
+    import dataclasses
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", help="comma-separated subset of: " + ",".join(configs))
+    p.add_argument("--meta-batch-size", type=int, help="tasks per train step, for every model")
+    p.add_argument("--repeats", type=int)
+    args = p.parse_args(argv)
+    if args.models:
+        configs = {k: configs[k] for k in args.models.split(",")}
+    if args.meta_batch_size:
+        configs = {k: dataclasses.replace(c, meta_batch_size=args.meta_batch_size,
+                                          num_minibatches=min(c.num_minibatches, args.meta_batch_size))
+                   for k, c in configs.items()}
+    if args.repeats:
+        run_kwargs["repeats"] = args.repeats
+    run(name, configs, **run_kwargs)

@@ -89,9 +89,21 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]
 
 
 def matmul_gflops(width: int, rows: int = 40_000, repeats: int = 7) -> float:
-    """GFLOP/s of a float32 [rows, width] x [width, width] product, timed in this process."""
+    """GFLOP/s of a float32 [rows, width] x [width, width] product, timed in this process.
+
+    With several devices the rows are split over all of them, so the reference uses the
+    same devices as the measured program.
+    """
     a = jax.random.normal(jax.random.PRNGKey(0), (rows, width), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (width, width), jnp.float32)
+    n = jax.device_count()
+    if n > 1 and rows % n == 0:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        import numpy as np
+
+        mesh = Mesh(np.asarray(jax.devices()), ("rows",))
+        a = jax.device_put(a, NamedSharding(mesh, P("rows", None)))
+        b = jax.device_put(b, NamedSharding(mesh, P()))
     f = jax.jit(lambda a, b: a @ b)
     jax.block_until_ready(f(a, b))
     med, _ = median_time(lambda: f(a, b), repeats)

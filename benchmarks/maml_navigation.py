@@ -5,12 +5,18 @@ per second of meta-training, compile seconds, peak memory, achieved GFLOP/s besi
 64-wide float32 matmul timed in the same run, jax version and device.
 
     python benchmarks/maml_navigation.py [--repeats 7] [--meta-batch-size 20] ...
+    python benchmarks/maml_navigation.py --host-devices 1,20
+
+`--host-devices N[,M...]` runs the benchmark once per value, each in a fresh process
+with N XLA host (CPU) devices and the task batch sharded over a "tasks" mesh of them;
+on a CPU this lets XLA run the tasks' work concurrently and in cache-sized pieces.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import subprocess
 import sys
 import time
 
@@ -32,8 +38,24 @@ def main(argv=None):
     p.add_argument("--num-inner-steps", type=int, default=1)
     p.add_argument("--first-order", action="store_true")
     p.add_argument("--outer", default="trpo")
+    p.add_argument("--host-devices", default=None, help="comma-separated CPU device counts, one run each")
     args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if args.host_devices is not None:
+        i = argv.index("--host-devices")
+        rest = argv[:i] + argv[i + 2 :]
+        for n in args.host_devices.split(","):
+            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={int(n)}")
+            subprocess.run([sys.executable, os.path.abspath(__file__), *rest], env=env, check=True)
+        return
+    from jaxmeta import parallel
 
+    mesh = parallel.task_mesh() if len(jax.devices()) > 1 else None
+    with parallel.use_mesh(mesh):
+        _bench(args)
+
+
+def _bench(args):
     config = MAMLConfig(
         meta_batch_size=args.meta_batch_size, num_episodes=args.num_episodes,
         num_inner_steps=args.num_inner_steps, first_order=args.first_order, outer=args.outer,
@@ -80,6 +102,7 @@ def main(argv=None):
         "gflop_per_meta_iteration": flops / 1e9,
         "achieved_gflops": flops / sec / 1e9,
         "matmul64_gflops": matmul_gflops(64),
+        "task_mesh_devices": len(jax.devices()),
         **peak_memory_mb(),
         **device_info(),
     })

@@ -8,14 +8,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _black_box_bench import run  # noqa: E402
+from _black_box_bench import main  # noqa: E402
 
 from jaxmeta.algorithms.black_box import RL2Config  # noqa: E402
 
 if __name__ == "__main__":
-    run("rl2_bandit", {
+    main("rl2_bandit", {
         "gru256": RL2Config(episodes_per_trial=100, hidden_size=256, meta_batch_size=256,
                             num_epochs=2, num_minibatches=2),
-        "gru64": RL2Config(episodes_per_trial=100, hidden_size=64, meta_batch_size=512,
+        "gru64": RL2Config(episodes_per_trial=100, hidden_size=64, meta_batch_size=2048,
                            num_epochs=1, num_minibatches=1),
     })

@@ -9,12 +9,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _black_box_bench import run  # noqa: E402
+from _black_box_bench import main  # noqa: E402
 
 from jaxmeta.algorithms.black_box import SNAILConfig  # noqa: E402
 
 if __name__ == "__main__":
-    run("snail_bandit", {
+    main("snail_bandit", {
         "snail32": SNAILConfig(episodes_per_trial=100, filters=32, key_size=32, value_size=32,
                                meta_batch_size=128, num_epochs=2, num_minibatches=2),
         "snail16": SNAILConfig(episodes_per_trial=100, filters=16, key_size=16, value_size=16,

@@ -95,3 +95,31 @@ def test_quickstart_notebook_runs():
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
     # no function or class definitions in the notebook: the logic lives in jaxmeta
     assert not any(l.lstrip().startswith(("def ", "class ")) for c in nb.cells if c.cell_type == "code" for l in c.source.splitlines())
+
+
+@pytest.mark.parametrize(
+    "argv,algo",
+    [
+        (["train", "maml", "--outer", "promp", "--num-batches", "1"], "promp"),
+        (["train", "maml", "--outer=promp"], "promp"),
+        (["train", "maml", "--outer", "adam"], "maml"),
+        (["train", "maml", "--simulator", "mujoco", "--env", "halfcheetah_vel"], "maml-mujoco"),
+        (["train", "maml", "--outer", "promp", "--simulator=mujoco"], "promp-mujoco"),
+        (["train", "maml", "--simulator", "brax"], "maml"),
+    ],
+)
+def test_outer_promp_and_simulator_select_the_variant(argv, algo):
+    out = cli._rewrite_variants(argv)
+    assert out[1] == algo
+    assert "--simulator" not in " ".join(out) and ("promp" not in " ".join(out[2:]))
+
+
+def test_promp_trains_from_the_maml_spelling(tmp_path, capsys):
+    code, out, _ = run_cli(
+        ["train", "maml", "--outer", "promp", "--num-batches", "1", "--meta-batch-size", "2",
+         "--num-episodes", "2", "--horizon", "10", "--num-eval-tasks", "2", "--out", str(tmp_path),
+         "--name", "p", "--no-progress"],
+        capsys,
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["algorithm"] == "promp"

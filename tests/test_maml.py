@@ -177,6 +177,7 @@ BAD_VALUES = {
     "outer_lr": [0.0],
     "num_eval_tasks": [0],
     "eval_seed": [-1],
+    "inner_estimator": ["reinforce", None],
 }
 
 

@@ -99,3 +99,4 @@ def test_bad_model_config_raises():
         SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, blocks=("tc", "lstm"))
     with pytest.raises(ConfigError, match="filters"):
         SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, filters=-1)
+

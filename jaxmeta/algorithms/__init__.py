@@ -9,10 +9,45 @@ register(
         config_cls=MAMLConfig,
         build=lambda env, config: maml(env, env.task_distribution(), config),
         default_env="navigation2d",
-        envs=("navigation2d",),
+        envs=("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal"),
         description="MAML-RL (Finn et al. 2017): policy-gradient inner loop, TRPO or Adam outer loop, Meta-SGD",
     )
 )
+
+from jaxmeta.algorithms.promp import ProMP, ProMPConfig, ProMPState, promp  # noqa: E402
+
+register(
+    AlgorithmSpec(
+        name="promp",
+        config_cls=ProMPConfig,
+        build=lambda env, config: promp(env, env.task_distribution(), config),
+        default_env="navigation2d",
+        envs=("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal"),
+        description="ProMP (Rothfuss et al. 2019): MAML with LVC inner steps, PPO-clipped outer loop, inner-KL penalty",
+    )
+)
+
+HOST_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
+
+
+def _host_build(env, config):
+    from jaxmeta.algorithms.maml_host import host_maml
+
+    return host_maml(env, config, simulator="mujoco")
+
+
+for _name, _cls in (("maml", MAMLConfig), ("promp", ProMPConfig)):
+    register(
+        AlgorithmSpec(
+            name=f"{_name}-mujoco",
+            config_cls=_cls,
+            build=_host_build,
+            default_env="halfcheetah_vel",
+            envs=HOST_ENVS,
+            description=f"{_name} with native MuJoCo (gymnasium) stepped outside jit through the host adapter",
+            jittable=False,
+        )
+    )
 
 from jaxmeta.algorithms.black_box import (  # noqa: E402
     BlackBox, BlackBoxConfig, BlackBoxState, RL2Config, SNAILConfig, rl2, snail,
@@ -45,13 +80,8 @@ def black_box_final_table(env, config, algorithm, state, key):
 
 
 def _register_black_box():
-    from jaxmeta import envs
-
-    if "maze" not in envs.REGISTRY:
-        from jaxmeta.envs.maze import MetaMaze
-
-        envs.register("maze", MetaMaze)
-    black_box_envs = ("bandit", "tabular_mdp", "maze", "navigation2d")
+    black_box_envs = ("bandit", "tabular_mdp", "maze", "navigation2d",
+                      "halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
     aliases = {"arms": "num_arms", "episodes": "episodes_per_trial"}
     register(
         AlgorithmSpec(

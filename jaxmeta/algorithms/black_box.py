@@ -29,6 +29,7 @@ from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
 from jaxmeta.config import ConfigError, check_bool, check_choice, check_float, check_int
 from jaxmeta.envs.base import Box, action_dim
 from jaxmeta.networks.sequence import GRUPolicy, SNAILPolicy
+from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
 from jaxmeta.rollout import TrialTrajectory, rollout_trials, trial_episode_returns, trial_input_dim
 from jaxmeta.types import PRNGKey
@@ -178,7 +179,8 @@ class BlackBox:
     def sample_trials(self, params, tasks, key: PRNGKey, trials_per_task: int) -> TrialTrajectory:
         """Trials on a batch of tasks: one vmapped scan. Leaves [M, T, E, ...]."""
         n = self.config.episodes_per_trial
-        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+        tasks = shard_tasks(tasks)
+        keys = shard_tasks(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]))
 
         def one(task, k):
             carry = self.model.initial_carry(trials_per_task)

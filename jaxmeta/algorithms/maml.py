@@ -26,11 +26,13 @@ from jaxmeta.config import (
 )
 from jaxmeta.envs.base import Box, action_dim, obs_dim
 from jaxmeta.networks import ACTIVATIONS, GaussianPolicy
+from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import (
     backtracking_line_search, conjugate_gradient, discounted_returns, episode_mean, gae,
     gauss_newton_vector_product, linear_baseline, reinforce_loss, trpo_surrogate,
     weighted_normalize,
 )
+from jaxmeta.rl.meta_estimators import dice_loss, lvc_loss
 from jaxmeta.rollout import rollout_episodes
 from jaxmeta.types import Params, PRNGKey, Trajectory
 
@@ -60,6 +62,7 @@ class MAMLConfig:
     outer_lr: float = 1e-3  # Adam outer loop only
     num_eval_tasks: int = 40
     eval_seed: int = 0
+    inner_estimator: str = "vpg"  # inner objective: "vpg", "lvc" (ProMP) or "dice" (Loaded DiCE)
 
     def __post_init__(self):
         check_sizes("hidden_sizes", self.hidden_sizes)
@@ -83,6 +86,7 @@ class MAMLConfig:
         check_float("outer_lr", self.outer_lr, 0.0, 1e3, low_open=True)
         check_int("num_eval_tasks", self.num_eval_tasks, 1, 1_000_000)
         check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
+        check_choice("inner_estimator", self.inner_estimator, ("vpg", "lvc", "dice"))
 
 
 class Batch(NamedTuple):
@@ -143,9 +147,17 @@ class MAML:
         return Batch(traj, jax.lax.stop_gradient(adv))
 
     def inner_loss(self, params: Params, batch: Batch) -> jax.Array:
-        """REINFORCE loss of one task's episodes under `params`."""
+        """Inner loss of one task's episodes under `params`: REINFORCE, LVC or DiCE.
+
+        The three share their gradient at the sampling policy and differ in the Hessian
+        that the meta-gradient sees (see `jaxmeta.rl.meta_estimators`).
+        """
         t = batch.traj
         log_prob = self.policy.log_prob(params, t.obs, t.action)  # [T, E]
+        if self.config.inner_estimator == "lvc":
+            return lvc_loss(log_prob, t.log_prob, batch.advantage, t.valid)
+        if self.config.inner_estimator == "dice":
+            return dice_loss(log_prob, batch.advantage, t.valid)
         return reinforce_loss(log_prob, batch.advantage, t.valid, mean_fn=episode_mean)
 
     def adapt_step(self, params: Params, lr, batch: Batch, first_order: bool) -> Params:
@@ -196,8 +208,8 @@ class MAML:
     def sample(self, meta: dict, key: PRNGKey):
         """A meta-batch: tasks, their adaptation batches [M, K, ...] and valid batches [M, ...]."""
         k_tasks, k_eps = jax.random.split(key)
-        tasks = self.tasks.sample_batch(k_tasks, self.config.meta_batch_size)
-        keys = jax.random.split(k_eps, self.config.meta_batch_size)
+        tasks = shard_tasks(self.tasks.sample_batch(k_tasks, self.config.meta_batch_size))
+        keys = shard_tasks(jax.random.split(k_eps, self.config.meta_batch_size))
         train, valid = jax.vmap(self.sample_task, in_axes=(None, 0, 0))(meta, tasks, keys)
         return tasks, train, valid
 

@@ -23,6 +23,9 @@ class AlgorithmSpec:
     # (env, config, algorithm, state, key) -> (header, rows) for the final table;
     # None means the adaptation curve from `evaluate`.
     final_table: Callable[..., tuple[list[str], list[list[Any]]]] | None = None
+    # False for learners that step a simulator in Python (the host adapter): the driver
+    # then calls init/train_step/evaluate directly, with no jit, vmap or mesh.
+    jittable: bool = True
 
 
 REGISTRY: dict[str, AlgorithmSpec] = {}

@@ -7,12 +7,23 @@ from jaxmeta.envs.bandits import BanditTask, BernoulliBandit
 from jaxmeta.envs.base import Box, Discrete, MetaEnv, TaskDistribution, action_dim, obs_dim
 from jaxmeta.envs.navigation import NavTask, Navigation2D
 from jaxmeta.envs.tabular_mdp import MDPTask, TabularMDP
+# locomotion imports brax only when an environment is first stepped or measured
+from jaxmeta.envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetahVel
+# the maze imports gymnax only when a maze is built
+from jaxmeta.envs.maze import MazeTask, MetaMaze
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "navigation2d": Navigation2D,
     "bandit": BernoulliBandit,
     "tabular_mdp": TabularMDP,
+    "halfcheetah_vel": HalfCheetahVel,
+    "halfcheetah_dir": HalfCheetahDir,
+    "ant_dir": AntDir,
+    "ant_goal": AntGoal,
+    "maze": MetaMaze,
 }
+
+LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
 
 
 def register(name: str, factory: Callable[..., Any]) -> None:
@@ -28,7 +39,7 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "BanditTask", "BernoulliBandit", "Box", "Discrete", "MDPTask", "MetaEnv", "NavTask",
+    "AntDir", "AntGoal", "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "MazeTask", "MetaMaze", "BanditTask", "BernoulliBandit", "Box", "Discrete", "MDPTask", "MetaEnv", "NavTask",
     "Navigation2D", "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "make",
     "obs_dim", "register",
 ]

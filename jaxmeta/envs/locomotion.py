@@ -27,17 +27,26 @@ Ant), then joint velocities -- the same layout as gymnasium's HalfCheetah-v5, so
 MuJoCo host adapter (`jaxmeta.envs.host`) sees identical observations. The initial
 state is Brax's: positions + U[-0.1, 0.1], velocities + 0.1 N(0, 1).
 
-Backends (`backend=`), measured on this project's 2-core CPU (jax 0.10.2, brax 0.14.2),
-a jitted, vmapped 64-env x 100-step random-action HalfCheetah rollout:
+Backends (`backend=`), measured on this project's 2-core CPU (jax 0.10.2, brax 0.14.2,
+machine shared with other jobs, so +-30%): env steps/s of a jitted, vmapped 64-env x
+100-step random-action rollout of Brax's own env (median of 5), and its compile time:
 
-    BACKEND_TABLE
+    backend       halfcheetah steps/s  compile s   ant steps/s  compile s
+    spring              5361             14.3         16017        10.7
+    generalized         3259             21.9          3195        20.4
+    positional          2770             37.4          3222        20.9
+    mjx                 1068             24.4         11856        36.1
 
-The default, "generalized", is chosen for fidelity: it integrates the same MuJoCo
-model (timestep 0.01, 5 frames per step, the MJCF gears) as MuJoCo itself, so Brax and
-the native MuJoCo host path learn the same task. "spring" and "positional" are
-faster but change the model (timestep 0.003125 x 16 frames and new gears for the
-cheetah), so their returns are not comparable with published MuJoCo numbers; "mjx" is
-MuJoCo's own JAX port (most faithful, slowest on CPU here).
+The default, "generalized", is chosen for fidelity at a moderate speed cost: it
+integrates the MJCF model with MuJoCo's timestep (0.01 s x 5 frames) and gears, so Brax
+and the native MuJoCo host path run the same task. "spring" is the fastest on CPU
+(1.6x on the cheetah, 5x on the ant) but it and "positional" change the model
+(cheetah: timestep 0.003125 s x 16 frames and new gears; ant: 0.005 s x 10 frames, and
+gear 200 for positional), so their returns are not comparable with published MuJoCo
+numbers -- use them for fast debugging. "mjx" is MuJoCo's own JAX port (the most
+faithful); on CPU it is the slowest on the cheetah and second fastest on the ant
+(brax's mjx Ant uses a 1-iteration Newton solver). On accelerators re-measure: the
+ranking there is not implied by these CPU numbers.
 """
 from __future__ import annotations
 
@@ -58,7 +67,7 @@ _BRAX_CACHE: dict[tuple[str, str], Any] = {}
 
 
 def brax_env(name: str, backend: str):
-    """Brax's environment `name` on `backend`, built once per process (imports brax)."""
+    """(Brax environment `name` on `backend`, its dt), built once per process (imports brax)."""
     key = (name, backend)
     if key not in _BRAX_CACHE:
         try:
@@ -69,9 +78,11 @@ def brax_env(name: str, backend: str):
             ) from e
         import warnings
 
-        with warnings.catch_warnings():
+        # build (and read dt) eagerly even when first called under a trace
+        with warnings.catch_warnings(), jax.ensure_compile_time_eval():
             warnings.simplefilter("ignore")
-            _BRAX_CACHE[key] = brax_envs.get_environment(name, backend=backend)
+            env = brax_envs.get_environment(name, backend=backend)
+            _BRAX_CACHE[key] = (env, float(env.dt))
     return _BRAX_CACHE[key]
 
 
@@ -111,11 +122,12 @@ class _BraxLocomotion:
 
     @property
     def brax(self):
-        return brax_env(self._brax_name, self.backend)
+        return brax_env(self._brax_name, self.backend)[0]
 
     @property
     def dt(self) -> float:
-        return float(self.brax.dt)
+        """Seconds per control step (0.05 for every task and backend here)."""
+        return brax_env(self._brax_name, self.backend)[1]
 
     @property
     def observation_space(self) -> Box:
@@ -143,7 +155,7 @@ class _BraxLocomotion:
         ps0 = state.pipeline
         ps = self.brax.pipeline_step(ps0, action)
         pos0, pos = ps0.x.pos[0], ps.x.pos[0]  # [3] torso position before / after
-        reward, terminated = self.reward(task, pos0, pos, action)
+        reward, terminated = self.reward(task, pos0, pos, action, self.dt)
         t = state.t + 1
         return LocoState(ps, t), TimeStep(self._obs(ps), reward, terminated, t >= self.horizon, {})
 
@@ -170,8 +182,8 @@ class HalfCheetahVel(_BraxLocomotion):
     def task_distribution(self) -> TaskDistribution:
         return TaskDistribution(lambda key: VelTask(jax.random.uniform(key, (), minval=self.low, maxval=self.high)))
 
-    def reward(self, task: VelTask, pos0, pos, action):
-        v_x = (pos[0] - pos0[0]) / self.dt
+    def reward(self, task: VelTask, pos0, pos, action, dt):
+        v_x = (pos[0] - pos0[0]) / dt
         r = -jnp.abs(v_x - task.velocity) - self.ctrl_cost_weight * jnp.sum(action**2)
         return r, jnp.zeros((), bool)
 
@@ -195,8 +207,8 @@ class HalfCheetahDir(_BraxLocomotion):
 
         return TaskDistribution(sample)
 
-    def reward(self, task: DirTask, pos0, pos, action):
-        v_x = (pos[0] - pos0[0]) / self.dt
+    def reward(self, task: DirTask, pos0, pos, action, dt):
+        v_x = (pos[0] - pos0[0]) / dt
         r = task.direction * v_x - self.ctrl_cost_weight * jnp.sum(action**2)
         return r, jnp.zeros((), bool)
 
@@ -235,8 +247,8 @@ class AntDir(_BraxLocomotion):
 
         return TaskDistribution(sample)
 
-    def reward(self, task: AntDirTask, pos0, pos, action):
-        v_xy = (pos[:2] - pos0[:2]) / self.dt  # [2]
+    def reward(self, task: AntDirTask, pos0, pos, action, dt):
+        v_xy = (pos[:2] - pos0[:2]) / dt  # [2]
         r = jnp.dot(task.direction, v_xy) - self.ctrl_cost_weight * jnp.sum(action**2) + self.survive_reward
         z = pos[2]
         terminated = (z < self.healthy_z_min) | (z > self.healthy_z_max)
@@ -268,7 +280,7 @@ class AntGoal(_BraxLocomotion):
 
         return TaskDistribution(sample)
 
-    def reward(self, task: GoalTask, pos0, pos, action):
-        del pos0
+    def reward(self, task: GoalTask, pos0, pos, action, dt):
+        del pos0, dt
         r = -jnp.sum(jnp.abs(pos[:2] - task.goal)) - self.ctrl_cost_weight * jnp.sum(action**2)
         return r, jnp.zeros((), bool)

@@ -62,6 +62,16 @@ class _Heads(nn.Module):
 # --------------------------------------------------------------------------- GRU
 
 
+def gru_cell(h, g, w_h, b_hn):
+    """One GRU step (Cho et al. 2014). h: [B, H]; g: [B, 3H] input projection."""
+    H = h.shape[-1]
+    g_h = h @ w_h  # [B, 3H]
+    r = jax.nn.sigmoid(g[..., :H] + g_h[..., :H])
+    z = jax.nn.sigmoid(g[..., H : 2 * H] + g_h[..., H : 2 * H])
+    n = jnp.tanh(g[..., 2 * H :] + r * (g_h[..., 2 * H :] + b_hn))
+    return (1.0 - z) * n + z * h
+
+
 class GRUNet(nn.Module):
     """GRU over a time-major window, then policy/value heads.
 
@@ -82,20 +92,11 @@ class GRUNet(nn.Module):
         w_h = self.param("w_h", nn.initializers.orthogonal(), (H, 3 * H))
         b_hn = self.param("b_hn", nn.initializers.zeros, (H,))
         g_x = xs @ w_i + b_i  # [T, B, 3H]
-
-        def cell(h, g):  # h: [B, H]; g: [B, 3H]
-            g_h = h @ w_h  # [B, 3H]
-            r = jax.nn.sigmoid(g[..., :H] + g_h[..., :H])
-            z = jax.nn.sigmoid(g[..., H : 2 * H] + g_h[..., H : 2 * H])
-            n = jnp.tanh(g[..., 2 * H :] + r * (g_h[..., 2 * H :] + b_hn))
-            h = (1.0 - z) * n + z * h
-            return h, h
-
         if xs.shape[0] == 1:  # acting: no inner loop
-            h, h_t = cell(h, g_x[0])
-            hs = h_t[None]
+            h = gru_cell(h, g_x[0], w_h, b_hn)
+            hs = h[None]
         else:
-            h, hs = lax.scan(cell, h, g_x)  # hs: [T, B, H]
+            h, hs = lax.scan(lambda h, g: (gru_cell(h, g, w_h, b_hn),) * 2, h, g_x)  # hs: [T, B, H]
         return h, _Heads(self.num_outputs, self.continuous, name="heads")(hs)
 
 

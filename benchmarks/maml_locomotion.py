@@ -1,0 +1,165 @@
+"""MAML-TRPO on HalfCheetahVel: Brax (one XLA program) vs MuJoCo through the host adapter.
+
+Speed (default): one JSON line per simulator with env steps per second of
+meta-training, seconds per meta-iteration (median of --repeats after
+jax.block_until_ready, compile excluded), compile seconds, peak memory; then one line
+with the Brax / MuJoCo throughput ratio and the compile-time bound check. Each
+simulator runs in its own process so peak memory is its own.
+
+    python benchmarks/maml_locomotion.py [--preset cpu|gpu] [--backend generalized]
+    python benchmarks/maml_locomotion.py --learn [--iterations 30]   # HalfCheetahDir learning check
+
+Compile seconds: for Brax, `jit(train_step).lower().compile()`; for the host path, the
+first meta-iteration's time minus the median (its jitted pieces compile lazily).
+The compile bound (--compile-bound-s, 180 s by default for the CPU preset) is checked
+for the Brax train step, the larger of the two; exceeding it exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import device_info, emit, median_time, peak_memory_mb  # noqa: E402
+from jaxmeta.algorithms.maml import MAML, MAMLConfig  # noqa: E402
+
+PRESETS = {
+    # small enough for a 2-core CPU; horizon 100 as in ProMP / pytorch-maml-rl's cheetah runs
+    "cpu": dict(meta_batch_size=5, num_episodes=5, horizon=100, hidden_sizes=(64, 64)),
+    # pytorch-maml-rl's halfcheetah-vel.yaml sizes for accelerators
+    "gpu": dict(meta_batch_size=40, num_episodes=20, horizon=200, hidden_sizes=(64, 64)),
+}
+
+
+def _build(args, env_cls_name="HalfCheetahVel"):
+    from jaxmeta.envs import locomotion
+
+    p = PRESETS[args.preset]
+    env = getattr(locomotion, env_cls_name)(horizon=args.horizon or p["horizon"], backend=args.backend)
+    config = MAMLConfig(
+        hidden_sizes=p["hidden_sizes"], meta_batch_size=args.meta_batch_size or p["meta_batch_size"],
+        num_episodes=args.num_episodes or p["num_episodes"], num_inner_steps=1, outer="trpo",
+        num_eval_tasks=args.meta_batch_size or p["meta_batch_size"],
+    )
+    return env, config, MAML(env, env.task_distribution(), config)
+
+
+def run_one(args) -> dict:
+    env, config, m = _build(args)
+    state = m.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(1)
+    env_steps = config.meta_batch_size * config.num_episodes * env.horizon * (config.num_inner_steps + 1)
+    i = [0]
+    if args.simulator == "brax":
+        t0 = time.perf_counter()
+        step = jax.jit(m.train_step).lower(state, key).compile()
+        compile_s = time.perf_counter() - t0
+        first_s = None
+    else:
+        from jaxmeta.algorithms.maml_host import HostMAML
+        from jaxmeta.envs.host import MujocoLocomotion
+
+        host = HostMAML(m, MujocoLocomotion(env, config.meta_batch_size * config.num_episodes))
+        step = host.train_step
+        t0 = time.perf_counter()
+        state, _ = step(state, key)
+        jax.block_until_ready(state)
+        first_s = time.perf_counter() - t0
+
+    def one():
+        nonlocal state
+        i[0] += 1
+        state, met = step(state, jax.random.fold_in(key, i[0]))
+        return state
+
+    jax.block_until_ready(one())  # warm-up
+    sec, times = median_time(one, args.repeats)
+    if first_s is not None:
+        compile_s = max(first_s - sec, 0.0)
+    return {
+        "benchmark": "maml_locomotion",
+        "simulator": args.simulator,
+        "backend": args.backend if args.simulator == "brax" else "mujoco-native",
+        "preset": args.preset,
+        "config": {"meta_batch_size": config.meta_batch_size, "num_episodes": config.num_episodes,
+                   "horizon": env.horizon, "num_inner_steps": config.num_inner_steps,
+                   "hidden_sizes": config.hidden_sizes, "outer": config.outer},
+        "s_per_meta_iteration": sec,
+        "s_per_meta_iteration_all": times,
+        "env_steps_per_meta_iteration": env_steps,
+        "env_steps_per_s": env_steps / sec,
+        "compile_s": compile_s,
+        **peak_memory_mb(),
+        **device_info(),
+    }
+
+
+def learn(args) -> None:
+    """MAML-TRPO on Brax HalfCheetahDir: held-out pre/post-adaptation returns over training."""
+    env, config, m = _build(args, "HalfCheetahDir")
+    state = m.init(jax.random.PRNGKey(args.seed))
+    step = jax.jit(m.train_step)
+    evaluate = jax.jit(m.evaluate)
+    t0 = time.perf_counter()
+    for it in range(args.iterations + 1):
+        if it % args.eval_every == 0 or it == args.iterations:
+            pre, post = (float(x) for x in evaluate(state, jax.random.PRNGKey(10_000)).returns)
+            emit({"benchmark": "maml_halfcheetah_dir_learning", "iteration": it, "pre_return": pre,
+                  "post_return": post, "post_minus_pre": post - pre, "wall_s": time.perf_counter() - t0,
+                  "backend": args.backend, "meta_batch_size": config.meta_batch_size,
+                  "num_episodes": config.num_episodes, "horizon": env.horizon})
+        if it < args.iterations:
+            state, met = step(state, jax.random.fold_in(jax.random.PRNGKey(args.seed + 1), it))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--backend", default="generalized")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--horizon", type=int, default=None)
+    p.add_argument("--meta-batch-size", type=int, default=None)
+    p.add_argument("--num-episodes", type=int, default=None)
+    p.add_argument("--simulator", choices=["brax", "mujoco"], default=None, help="run one (internal)")
+    p.add_argument("--compile-bound-s", type=float, default=None)
+    p.add_argument("--learn", action="store_true")
+    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.learn:
+        return learn(args)
+    if args.simulator:
+        print(json.dumps(run_one(args)), flush=True)
+        return
+    results = {}
+    base = [a for a in (argv if argv is not None else sys.argv[1:])]
+    for sim in ("brax", "mujoco"):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *base, "--simulator", sim],
+                             check=True, capture_output=True, text=True).stdout
+        rec = json.loads(out.strip().splitlines()[-1])
+        emit(rec)
+        results[sim] = rec
+    bound = args.compile_bound_s or (180.0 if args.preset == "cpu" else 600.0)
+    ok = results["brax"]["compile_s"] <= bound
+    emit({
+        "benchmark": "maml_locomotion_summary",
+        "brax_over_mujoco_env_steps_per_s": results["brax"]["env_steps_per_s"] / results["mujoco"]["env_steps_per_s"],
+        "brax_compile_s": results["brax"]["compile_s"],
+        "compile_bound_s": bound,
+        "compile_within_bound": ok,
+    })
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

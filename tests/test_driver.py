@@ -1,0 +1,280 @@
+"""The training driver at scale: vmapped seeds, checkpoints, exact resume, NaN guard."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmeta import checkpoint as ckpt
+from jaxmeta import cli, envs
+from jaxmeta import train as driver
+from jaxmeta.algorithms import MAMLConfig, RL2Config, maml, registry
+from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
+from jaxmeta.algorithms.registry import AlgorithmSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--env", "navigation2d", "--meta-batch-size", "4", "--num-episodes", "2", "--hidden-sizes", "16",
+        "--horizon", "10", "--num-eval-tasks", "4", "--no-progress"]
+TINY_CONFIG = MAMLConfig(meta_batch_size=4, num_episodes=2, hidden_sizes=(16,), num_eval_tasks=4)
+
+
+def run_cli(args, capsys):
+    try:
+        code = cli.main(args)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def rows_without_wall(run):
+    rows = [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def checkpoint_arrays(run, step):
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer().restore(Path(run).absolute() / "checkpoints" / str(step) / "state")
+
+
+def subprocess_env(cache_dir):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    # the subprocesses compile the same programs: share them through the persistent cache
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+# --------------------------------------------------------------------------- a toy algorithm
+def toy_spec(nan_at: int | None = None, nan_in: str = "metric") -> AlgorithmSpec:
+    """A 3-parameter quadratic learner that compiles in milliseconds; it can inject a NaN
+    into its loss metric or into its updated parameters at meta-iteration `nan_at`."""
+
+    def build(env, config):
+        def init(key):
+            return {"w": jax.random.normal(key, (3,)), "step": jnp.zeros((), jnp.int32)}
+
+        def train_step(state, key):
+            target = jax.random.normal(key, (3,))
+            loss, g = jax.value_and_grad(lambda w: jnp.sum((w - target) ** 2))(state["w"])
+            w = state["w"] - 0.1 * g
+            if nan_at is not None:
+                bad = state["step"] + 1 == nan_at
+                if nan_in == "metric":
+                    loss = jnp.where(bad, jnp.nan, loss)
+                else:
+                    w = jnp.where(bad, jnp.nan, w)
+            return {"w": w, "step": state["step"] + 1}, {"loss": loss, "toy_return": -loss}
+
+        def evaluate(state, key):
+            r = -jnp.sum(state["w"] ** 2)
+            return AdaptationCurve(jnp.stack([r, r]), jnp.stack([r, r])[None].repeat(2, 0))
+
+        return Algorithm(init, train_step, evaluate)
+
+    return AlgorithmSpec("toy", MAMLConfig, build, "navigation2d", ("navigation2d",))
+
+
+@pytest.mark.parametrize("nan_in,quantity", [("metric", "metric 'loss'"), ("update", "updated state ['w']")])
+def test_nan_stops_the_run_and_keeps_last_good_checkpoint(tmp_path, nan_in, quantity):
+    run = tmp_path / "run"
+    with pytest.raises(driver.NonFiniteError) as e:
+        driver.train(toy_spec(nan_at=5, nan_in=nan_in), None, MAMLConfig(), num_batches=10, run_dir=run,
+                     checkpoint_every=2, progress=False, log=lambda s: None)
+    msg = str(e.value)
+    assert "meta-iteration 5" in msg and quantity in msg and "meta-iteration 4) is kept" in msg
+    assert ckpt.latest_iteration(run) == 4
+    assert [r["iteration"] for r in rows_without_wall(run)] == [1, 2, 3, 4]  # the bad row is not logged
+    assert np.all(np.isfinite(checkpoint_arrays(run, 4)["leaf_00001"]))
+    # the kept checkpoint resumes; the injected NaN fires again at the same iteration
+    with pytest.raises(driver.NonFiniteError, match="meta-iteration 5"):
+        driver.train(toy_spec(nan_at=5, nan_in=nan_in), None, MAMLConfig(), num_batches=10, run_dir=run,
+                     resume=True, progress=False, log=lambda s: None)
+
+
+def test_nan_through_cli_is_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(registry.REGISTRY, "maml", toy_spec(nan_at=2))
+    code, out, err = run_cli(["train", "maml", "--out", str(tmp_path), "--name", "n", "--num-batches", "5",
+                              "--no-progress", "--horizon", "5"], capsys)
+    assert code == 1 and "non-finite value at meta-iteration 2: metric 'loss'" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_sigterm_checkpoints_then_stops_and_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    spec = toy_spec()
+
+    def send_term(rows):
+        if rows[0]["iteration"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(driver.TrainingInterrupted) as e:
+        driver.train(spec, None, MAMLConfig(), num_batches=6, run_dir=run, progress=False, callback=send_term,
+                     log=lambda s: None)
+    assert e.value.signum == signal.SIGTERM and "--resume" in str(e.value)
+    assert ckpt.latest_iteration(run) == 3 and not (run / "final_table.json").exists()
+    resumed = driver.train(spec, None, MAMLConfig(), num_batches=6, run_dir=run, resume=True, progress=False,
+                           log=lambda s: None)
+    straight = driver.train(spec, None, MAMLConfig(), num_batches=6, run_dir=tmp_path / "straight", progress=False,
+                            log=lambda s: None)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    assert strip(resumed.metrics) == strip(straight.metrics) and len(resumed.metrics) == 6
+    assert np.array_equal(resumed.state["w"], straight.state["w"])
+    assert rows_without_wall(run) == strip(straight.metrics)
+
+
+def test_signature_mismatch_is_a_clear_error(tmp_path):
+    run = tmp_path / "run"
+    driver.train(toy_spec(), None, MAMLConfig(), num_batches=2, run_dir=run, progress=False, log=lambda s: None)
+    target = {"state": {"w": jnp.zeros(4), "step": jnp.zeros((), jnp.int32)}, "k_train": np.zeros(2, np.uint32)}
+    with pytest.raises(ckpt.CheckpointError, match=r"different training state.*\['w'\] is \(3,\) float32 in the checkpoint, \(4,\)"):
+        ckpt.restore(run, target, {})
+    with pytest.raises(ckpt.CheckpointError, match="seed is 0 in the checkpoint but 5 here"):
+        ckpt.restore(run, target, {"seed": 5})
+
+
+# --------------------------------------------------------------------------- MAML runs
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny MAML run with checkpoints at 2 and 4 (made through the CLI)."""
+    out = tmp_path_factory.mktemp("runs")
+    assert cli.main(["train", "maml", *TINY, "--num-batches", "4", "--checkpoint-every", "2",
+                     "--out", str(out), "--name", "done"]) == 0
+    return out / "done"
+
+
+def _copy(run, dst):
+    import shutil
+
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_corrupt_checkpoint_is_clear_error_and_folder_intact(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path / "run")
+    arrays = [p for p in (run / "checkpoints" / "4" / "state").rglob("*") if p.is_file() and p.stat().st_size > 100]
+    biggest = max(arrays, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(b"\x00garbage" * (biggest.stat().st_size // 8))
+    before = snapshot(run)
+    code, out, err = run_cli(["train", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 2 and "corrupt" in err and "checkpoints/4" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert snapshot(run) == before
+
+
+def test_corrupt_metadata_and_missing_checkpoint(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path / "run")
+    meta = next(p for p in (run / "checkpoints" / "4" / "meta").rglob("*") if p.is_file())
+    meta.write_text("{not json")
+    before = snapshot(run)
+    code, _, err = run_cli(["train", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 2 and "corrupt" in err and snapshot(run) == before
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    before = snapshot(run)
+    code, _, err = run_cli(["train", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 2 and "no checkpoint" in err and snapshot(run) == before
+
+
+def test_checkpoint_of_another_algorithm_is_clear_error(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    # on the command line
+    code, _, err = run_cli(["train", "rl2", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 2 and "run of 'maml', not 'rl2'" in err and snapshot(run) == before
+    # in the library: the checkpoint's metadata and arrays are checked before anything is written
+    env = envs.make("bandit", num_arms=3)
+    config = RL2Config(meta_batch_size=2, episodes_per_trial=2, hidden_size=4, num_eval_tasks=2, num_minibatches=1)
+    with pytest.raises(ckpt.CheckpointError, match="algorithm is 'maml' in the checkpoint but 'rl2' here"):
+        driver.train(registry.get("rl2"), env, config, num_batches=6, run_dir=run, resume=True, progress=False,
+                     env_name="navigation2d", env_kwargs={"horizon": 10})
+    # same algorithm, another config (other shapes)
+    with pytest.raises(ckpt.CheckpointError, match="config is"):
+        driver.train(registry.get("maml"), envs.make("navigation2d", horizon=10),
+                     MAMLConfig(meta_batch_size=4, num_episodes=2, hidden_sizes=(8,), num_eval_tasks=4),
+                     num_batches=6, run_dir=run, resume=True, progress=False, env_name="navigation2d",
+                     env_kwargs={"horizon": 10})
+    assert snapshot(run) == before
+
+
+def test_kill_9_then_resume_is_bitwise_identical(tmp_path):
+    env = subprocess_env(tmp_path / "cache")
+    args = ["train", "maml", *TINY, "--num-batches", "8", "--checkpoint-every", "2", "--out", str(tmp_path)]
+    # an uninterrupted reference run, alongside the run we kill
+    ref = subprocess.Popen([sys.executable, "-m", "jaxmeta.cli", *args, "--name", "ref"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    slow = ("import sys, time\nfrom jaxmeta import cli, train\norig = train.train\n"
+            "def slow(*a, **k):\n    k['callback'] = lambda rows: time.sleep(0.5)\n    return orig(*a, **k)\n"
+            "train.train = slow\nsys.exit(cli.main(sys.argv[1:]))\n")
+    victim = subprocess.Popen([sys.executable, "-c", slow, *args, "--name", "killed"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run = tmp_path / "killed"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once checkpoint 4 is complete and iteration 5 is logged
+        done = (run / "checkpoints" / "4").is_dir() and (run / "metrics.jsonl").exists() and \
+            len((run / "metrics.jsonl").read_text().splitlines()) >= 5
+        if done or victim.poll() is not None:
+            break
+        time.sleep(0.05)
+    victim.kill()  # SIGKILL: no handler runs
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, victim.stdout.read().decode()[-2000:]
+    assert not (run / "final_table.json").exists()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) >= 5  # rows past the checkpoint
+    out = subprocess.run([sys.executable, "-m", "jaxmeta.cli", "train", "--resume", str(run), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming" in out.stdout
+    assert ref.wait(timeout=300) == 0, ref.stdout.read().decode()[-2000:]
+    assert rows_without_wall(run) == rows_without_wall(tmp_path / "ref")
+    assert [r["iteration"] for r in rows_without_wall(run)] == list(range(1, 9))
+    a, b = checkpoint_arrays(run, 8), checkpoint_arrays(tmp_path / "ref", 8)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "final_table.json").read_text()) == json.loads((tmp_path / "ref" / "final_table.json").read_text())
+
+
+# --------------------------------------------------------------------------- seeds
+def test_cli_seeds_match_separate_runs(tmp_path, capsys):
+    code, out, _ = run_cli(["train", "maml", *TINY, "--num-batches", "2", "--seeds", "3", "--seed", "5",
+                            "--checkpoint-every", "0", "--out", str(tmp_path), "--name", "s"], capsys)
+    assert code == 0 and "mean over 3 seeds" in out
+    run = tmp_path / "s"
+    rows = rows_without_wall(run)
+    assert [(r["iteration"], r["seed"]) for r in rows] == [(i, s) for i in (1, 2) for s in (5, 6, 7)]
+    table = json.loads((run / "final_table.json").read_text())
+    assert "trained return (std over 3 seeds)" in table["header"] and set(table["per_seed"]) == {"5", "6", "7"}
+    assert (run / "returns.png").read_bytes()[:4] == b"\x89PNG"
+    # each seed as its own run: what `jaxmeta train maml --seed s` computes
+    algo = maml(envs.make("navigation2d", horizon=10), config=TINY_CONFIG)
+    step = jax.jit(algo.train_step)
+    for s in (5, 6, 7):
+        k_init, k_train, _ = jax.random.split(jax.random.PRNGKey(s), 3)
+        state = algo.init(k_init)
+        for it in range(2):
+            state, m = step(state, jax.random.fold_in(k_train, it))
+            got = next(r for r in rows if r["seed"] == s and r["iteration"] == it + 1)
+            for k, v in m.items():
+                np.testing.assert_allclose(got[k], float(v), rtol=2e-3, atol=1e-5, err_msg=f"seed {s} {k}")
+    # seeds differ from each other (the test could fail if every seed were seed 5)
+    assert len({r["post_return"] for r in rows if r["iteration"] == 1}) == 3
+
+
+def test_aggregate_tables_mean_and_spread():
+    t1 = (["k", "a", "name"], [[0, 1.0, "x"], [1, 3.0, "y"]])
+    t2 = (["k", "a", "name"], [[0, 3.0, "x"], [1, 5.0, "y"]])
+    header, rows = driver.aggregate_tables([t1, t2])
+    assert header == ["k", "a", "name", "a (std over 2 seeds)"]
+    assert rows == [[0, 2.0, "x", 1.0], [1, 4.0, "y", 1.0]]
