@@ -357,7 +357,7 @@ class MAML:
         loss, grads = jax.value_and_grad(self.outer_loss)(meta, train, valid)
         updates, opt_state = self._adam().update(grads, opt_state, meta)
         meta = optax.apply_updates(meta, updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         return meta, opt_state, {"loss_before": loss, "grad_norm": grad_norm}
 
     # ----------------------------------------------------------------- Algorithm
