@@ -372,17 +372,16 @@ class MAML:
     def train_step(self, state: MAMLState, key: PRNGKey):
         """One meta-iteration: sample, adapt, outer update. Pure and jittable."""
         _, train, valid = self.sample(state.meta, key)
+        return self.update(state, train, valid)
+
+    def update(self, state: MAMLState, train: Batch, valid: Batch):
+        """The outer update of one sampled meta-batch (also used by the host-simulator path)."""
         if self.config.outer == "trpo":
             meta, info = self.trpo_update(state.meta, train, valid)
             opt_state = state.opt_state
         else:
             meta, opt_state, info = self.adam_update(state.meta, state.opt_state, train, valid)
-        metrics = {
-            "pre_return": jnp.mean(jnp.sum(train.traj.reward[:, 0], axis=1)),
-            "post_return": jnp.mean(jnp.sum(valid.traj.reward, axis=1)),
-            **info,
-        }
-        return MAMLState(meta, opt_state, state.step + 1), metrics
+        return MAMLState(meta, opt_state, state.step + 1), {**batch_returns(train, valid), **info}
 
     def eval_tasks(self):
         """The fixed, seeded held-out tasks used by `evaluate`."""
@@ -402,6 +401,14 @@ class MAML:
 
     def algorithm(self) -> Algorithm:
         return Algorithm(self.init, self.train_step, self.evaluate)
+
+
+def batch_returns(train: Batch, valid: Batch) -> dict:
+    """Mean episode return before adaptation (first inner batch) and after it."""
+    return {
+        "pre_return": jnp.mean(jnp.sum(train.traj.reward[:, 0], axis=1)),
+        "post_return": jnp.mean(jnp.sum(valid.traj.reward, axis=1)),
+    }
 
 
 def _broadcast_lr(lr, params):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmeta.algorithms.base import AdaptationCurve
-from jaxmeta.algorithms.maml import MAML, MAMLState, _tree_stack
+from jaxmeta.algorithms.maml import MAML, _tree_stack
 from jaxmeta.envs.host import host_rollout
 from jaxmeta.types import PRNGKey
 
@@ -90,20 +90,7 @@ class HostMAML:
 
     # ----------------------------------------------------------------- updates
     def _update_fn(self, state, train, valid):
-        m = self.learner
-        if hasattr(m, "update"):  # ProMP
-            return m.update(state, train, valid)
-        if m.config.outer == "trpo":
-            meta, info = m.trpo_update(state.meta, train, valid)
-            opt_state = state.opt_state
-        else:
-            meta, opt_state, info = m.adam_update(state.meta, state.opt_state, train, valid)
-        metrics = {
-            "pre_return": jnp.mean(jnp.sum(train.traj.reward[:, 0], axis=1)),
-            "post_return": jnp.mean(jnp.sum(valid.traj.reward, axis=1)),
-            **info,
-        }
-        return MAMLState(meta, opt_state, state.step + 1), metrics
+        return self.learner.update(state, train, valid)  # MAML's or ProMP's outer update
 
     def init(self, key: PRNGKey):
         return self.learner.init(key)

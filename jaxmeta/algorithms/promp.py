@@ -29,7 +29,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxmeta.algorithms.base import Algorithm
-from jaxmeta.algorithms.maml import MAML, Batch, MAMLConfig, _tree_index
+from jaxmeta.algorithms.maml import MAML, Batch, MAMLConfig, _tree_index, batch_returns
 from jaxmeta.config import check_bool, check_choice, check_float, check_int, check_sizes
 from jaxmeta.networks import ACTIVATIONS
 from jaxmeta.rl import episode_mean
@@ -184,20 +184,10 @@ class ProMP(MAML):
         eta = jnp.full((self.promp.num_inner_steps,), self.promp.init_inner_kl_penalty, jnp.float32)
         return ProMPState(meta, opt_state, eta, jnp.zeros((), jnp.int32))
 
-    def train_step(self, state: ProMPState, key: PRNGKey):
-        """One meta-iteration: sample with MAML, then ProMP's clipped updates. Pure, jittable."""
-        _, train, valid = self.sample(state.meta, key)
-        return self.update(state, train, valid)
-
     def update(self, state: ProMPState, train: Batch, valid: Batch):
-        """The outer update from sampled batches (also used by the host-simulator path)."""
+        """ProMP's clipped updates of one sampled meta-batch (MAML's `train_step` calls it)."""
         meta, opt_state, eta, info = self.promp_update(state, train, valid)
-        metrics = {
-            "pre_return": jnp.mean(jnp.sum(train.traj.reward[:, 0], axis=1)),
-            "post_return": jnp.mean(jnp.sum(valid.traj.reward, axis=1)),
-            **info,
-        }
-        return ProMPState(meta, opt_state, eta, state.step + 1), metrics
+        return ProMPState(meta, opt_state, eta, state.step + 1), {**batch_returns(train, valid), **info}
 
     def algorithm(self) -> Algorithm:
         return Algorithm(self.init, self.train_step, self.evaluate)
