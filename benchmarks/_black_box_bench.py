@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from common import fn_flops, matmul_gflops
+from jaxmeta import parallel
 from jaxmeta.algorithms.black_box import BlackBox
 from jaxmeta.envs import BernoulliBandit
 
@@ -18,6 +19,10 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
     env = BernoulliBandit(num_arms=num_arms)
     for label, cfg in configs.items():
         bb = BlackBox(env, env.task_distribution(), cfg)
+        # with several devices (e.g. XLA_FLAGS=--xla_force_host_platform_device_count=N)
+        # the trials are sharded over a "tasks" mesh of all of them
+        mesh_ctx = parallel.use_mesh(parallel.task_mesh() if jax.device_count() > 1 else None)
+        mesh_ctx.__enter__()
         state = bb.init(jax.random.PRNGKey(0))
         key = jax.random.PRNGKey(1)
         t0 = time.perf_counter()
@@ -58,7 +63,9 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
             "jax": jax.__version__,
             "device": str(jax.devices()[0]),
             "device_count": jax.device_count(),
+            "task_mesh_devices": jax.device_count(),
         }), flush=True)
+        mesh_ctx.__exit__(None, None, None)
 
 
 def main(name: str, configs: dict, argv=None, **run_kwargs) -> None:
