@@ -7,7 +7,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from common import fn_flops, matmul_gflops
 from jaxmeta import parallel

@@ -11,7 +11,7 @@ import math
 import resource
 import statistics
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp

@@ -26,7 +26,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from common import device_info, emit, median_time, peak_memory_mb  # noqa: E402
 from jaxmeta.algorithms.maml import MAML, MAMLConfig  # noqa: E402

@@ -74,7 +74,7 @@ def _bench(args):
         state, metrics = step(state, jax.random.fold_in(key, i))
     jax.block_until_ready(state)
 
-    ls_steps, cg_note = [], config.cg_iters
+    ls_steps = []
     states = [state]
 
     def one():

@@ -208,7 +208,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.seeds < 1 or args.seeds > 100_000:
         parser.error(f"argument --seeds: must be an integer in [1, 100000], got {args.seeds}")
     if args.seed + args.seeds - 1 > 2**31 - 1:
-        parser.error(f"argument --seeds: --seed + --seeds - 1 must be <= 2147483647")
+        parser.error("argument --seeds: --seed + --seeds - 1 must be <= 2147483647")
     checkpoint_every = 100 if args.checkpoint_every is None else args.checkpoint_every
     if checkpoint_every < 0:
         parser.error(f"argument --checkpoint-every: must be >= 0, got {checkpoint_every}")

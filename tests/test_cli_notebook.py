@@ -1,22 +1,12 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from jaxmeta import cli
+from conftest import run_cli  # noqa: E402  (tests/ is on sys.path under pytest)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(args, capsys):
-    try:
-        code = cli.main(args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(

@@ -18,20 +18,12 @@ from jaxmeta import train as driver
 from jaxmeta.algorithms import MAMLConfig, RL2Config, maml, registry
 from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
 from jaxmeta.algorithms.registry import AlgorithmSpec
+from conftest import run_cli  # noqa: E402  (tests/ is on sys.path under pytest)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--env", "navigation2d", "--meta-batch-size", "4", "--num-episodes", "2", "--hidden-sizes", "16",
         "--horizon", "10", "--num-eval-tasks", "4", "--no-progress"]
 TINY_CONFIG = MAMLConfig(meta_batch_size=4, num_episodes=2, hidden_sizes=(16,), num_eval_tasks=4)
-
-
-def run_cli(args, capsys):
-    try:
-        code = cli.main(args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def snapshot(folder) -> dict:

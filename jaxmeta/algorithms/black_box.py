@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
-from jaxmeta.config import ConfigError, check_bool, check_choice, check_float, check_int
+from jaxmeta.config import ConfigError, check_bool, check_float, check_int
 from jaxmeta.envs.base import Box, action_dim
-from jaxmeta.networks.sequence import GRUPolicy, SNAILPolicy
+from jaxmeta.networks.sequence import GRUPolicy, SNAILPolicy, check_snail_architecture
 from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
 from jaxmeta.rollout import TrialTrajectory, rollout_trials, trial_episode_returns, trial_input_dim
@@ -111,13 +111,7 @@ class SNAILConfig(BlackBoxConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (isinstance(self.blocks, tuple) and len(self.blocks) > 0):
-            raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {self.blocks!r}")
-        for b in self.blocks:
-            check_choice("blocks", b, ("tc", "attn"))
-        check_int("filters", self.filters, 1, 4096)
-        check_int("key_size", self.key_size, 1, 4096)
-        check_int("value_size", self.value_size, 1, 4096)
+        check_snail_architecture(self.blocks, self.filters, self.key_size, self.value_size)
 
 
 class BlackBoxState(NamedTuple):

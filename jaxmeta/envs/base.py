@@ -9,7 +9,6 @@ import math
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 
 from jaxmeta.types import EnvState, PRNGKey, Task, TimeStep
 

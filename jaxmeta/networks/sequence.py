@@ -103,6 +103,17 @@ class GRUNet(nn.Module):
 # --------------------------------------------------------------------------- SNAIL
 
 
+def check_snail_architecture(blocks, filters, key_size, value_size) -> None:
+    """Validate SNAIL's block list and sizes (ConfigError naming the field)."""
+    if not (isinstance(blocks, tuple) and blocks):
+        raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {blocks!r}", "blocks")
+    for b in blocks:
+        check_choice("blocks", b, ("tc", "attn"))
+    check_int("filters", filters, 1, 4096)
+    check_int("key_size", key_size, 1, 4096)
+    check_int("value_size", value_size, 1, 4096)
+
+
 class SNAILCarry(NamedTuple):
     """Fixed-size memory of a SNAIL trial.
 
@@ -260,13 +271,7 @@ class SNAILPolicy(_SequencePolicy):
 
     def __post_init__(self):
         check_int("context", self.context, 1, 1_000_000)
-        if not (isinstance(self.blocks, tuple) and self.blocks):
-            raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {self.blocks!r}")
-        for b in self.blocks:
-            check_choice("blocks", b, ("tc", "attn"))
-        check_int("filters", self.filters, 1, 4096)
-        check_int("key_size", self.key_size, 1, 4096)
-        check_int("value_size", self.value_size, 1, 4096)
+        check_snail_architecture(self.blocks, self.filters, self.key_size, self.value_size)
 
     def _net(self):
         return SNAILNet(self.blocks, self.context, self.filters, self.key_size, self.value_size,
