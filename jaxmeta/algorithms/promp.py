@@ -30,8 +30,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxmeta.algorithms.base import Algorithm
 from jaxmeta.algorithms.maml import MAML, Batch, MAMLConfig, _tree_index, batch_returns
-from jaxmeta.config import check_bool, check_choice, check_float, check_int, check_sizes
-from jaxmeta.networks import ACTIVATIONS
+from jaxmeta.config import check_bool, check_float, check_int
 from jaxmeta.rl import episode_mean
 from jaxmeta.types import Params, PRNGKey
 
@@ -61,25 +60,12 @@ class ProMPConfig:
     eval_seed: int = 0
 
     def __post_init__(self):
-        check_sizes("hidden_sizes", self.hidden_sizes)
-        check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        check_float("init_std", self.init_std, 0.0, 1e3, low_open=True)
-        check_int("meta_batch_size", self.meta_batch_size, 1, 100_000)
-        check_int("num_episodes", self.num_episodes, 1, 100_000)
-        check_float("inner_lr", self.inner_lr, 0.0, 1e3)
-        check_int("num_inner_steps", self.num_inner_steps, 1, 100)
-        check_choice("inner_estimator", self.inner_estimator, ("vpg", "lvc", "dice"))
-        check_float("gamma", self.gamma, 0.0, 1.0)
-        check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        check_bool("normalize_advantages", self.normalize_advantages)
-        check_float("outer_lr", self.outer_lr, 0.0, 1e3, low_open=True)
+        self.maml_config  # validates every field shared with MAMLConfig, with its ranges
         check_int("num_promp_steps", self.num_promp_steps, 1, 1000)
         check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         check_float("init_inner_kl_penalty", self.init_inner_kl_penalty, 0.0, 1e6)
         check_bool("adaptive_inner_kl_penalty", self.adaptive_inner_kl_penalty)
         check_float("target_inner_step", self.target_inner_step, 0.0, 1e3, low_open=True)
-        check_int("num_eval_tasks", self.num_eval_tasks, 1, 1_000_000)
-        check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
 
     @property
     def maml_config(self) -> MAMLConfig:
