@@ -254,8 +254,11 @@ class BlackBox:
             return (optax.apply_updates(params, updates), opt_state), info
 
         def epoch(carry, k):
-            perm = jax.random.permutation(k, B)
-            shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=1), data)
+            if nmb == 1:  # one minibatch holds every trial: the order does not matter
+                shuffled = data
+            else:
+                perm = jax.random.permutation(k, B)
+                shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=1), data)
             mbs = jax.tree.map(
                 lambda x: jnp.swapaxes(x.reshape((x.shape[0], nmb, B // nmb) + x.shape[2:]), 0, 1), shuffled
             )  # leaves [nmb, T, B/nmb, ...]
