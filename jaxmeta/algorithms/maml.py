@@ -394,10 +394,7 @@ class MAML:
         keys = jax.random.split(key, self.config.num_eval_tasks)
         sample = lambda task, k: self.sample_task(state.meta, task, k, num_steps)
         train, valid = jax.vmap(sample)(tasks, keys)
-        pre = jnp.mean(jnp.sum(train.traj.reward, axis=2), axis=-1)  # [N, K]
-        post = jnp.mean(jnp.sum(valid.traj.reward, axis=1), axis=-1)  # [N]
-        per_task = jnp.concatenate([pre, post[:, None]], axis=1)  # [N, K+1]
-        return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+        return adaptation_curve(train, valid)
 
     def algorithm(self) -> Algorithm:
         return Algorithm(self.init, self.train_step, self.evaluate)
@@ -409,6 +406,14 @@ def batch_returns(train: Batch, valid: Batch) -> dict:
         "pre_return": jnp.mean(jnp.sum(train.traj.reward[:, 0], axis=1)),
         "post_return": jnp.mean(jnp.sum(valid.traj.reward, axis=1)),
     }
+
+
+def adaptation_curve(train: Batch, valid: Batch) -> AdaptationCurve:
+    """Mean return per task after 0..K inner steps, from train [N, K, ...] and valid [N, ...]."""
+    pre = jnp.mean(jnp.sum(train.traj.reward, axis=2), axis=-1)  # [N, K]
+    post = jnp.mean(jnp.sum(valid.traj.reward, axis=1), axis=-1)  # [N]
+    per_task = jnp.concatenate([pre, post[:, None]], axis=1)  # [N, K+1]
+    return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
 
 
 def _broadcast_lr(lr, params):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmeta.algorithms.base import AdaptationCurve
-from jaxmeta.algorithms.maml import MAML, _tree_stack
+from jaxmeta.algorithms.maml import MAML, _tree_stack, adaptation_curve
 from jaxmeta.envs.host import host_rollout
 from jaxmeta.types import PRNGKey
 
@@ -75,7 +75,9 @@ class HostMAML:
             traj = host_rollout(self.sim, self._act_fn, params, k_act, M, E, self.sim.horizon, seed)
             batch = self._process(traj)
             if k == num_steps:
-                return _tree_stack(train) if train else None, batch
+                # _tree_stack stacks on axis 0 = K; MAML's layout is [M, K, ...]
+                stacked = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), _tree_stack(train)) if train else None
+                return stacked, batch
             train.append(batch)
             params = self._adapt_step(params, lr, batch)
 
@@ -84,8 +86,6 @@ class HostMAML:
         k_tasks, k_eps = jax.random.split(key)
         tasks = self._tasks(k_tasks, self.learner.config.meta_batch_size)
         train, valid = self.sample_tasks(meta, tasks, k_eps)
-        # _tree_stack stacks on axis 0 = K; MAML's layout is [M, K, ...]
-        train = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), train)
         return tasks, train, valid
 
     # ----------------------------------------------------------------- updates
@@ -106,10 +106,7 @@ class HostMAML:
         num_steps = c.num_inner_steps if num_steps is None else num_steps
         tasks = self._tasks(jax.random.PRNGKey(c.eval_seed), c.meta_batch_size)
         train, valid = self.sample_tasks(state.meta, tasks, key, num_steps)
-        pre = jnp.mean(jnp.sum(train.traj.reward, axis=2), axis=-1).T  # [M, K]
-        post = jnp.mean(jnp.sum(valid.traj.reward, axis=1), axis=-1)  # [M]
-        per_task = jnp.concatenate([pre, post[:, None]], axis=1)  # [M, K+1]
-        return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+        return adaptation_curve(train, valid)
 
 
 def host_maml(env, config, simulator: str = "mujoco", jit: Callable = jax.jit) -> HostMAML:
