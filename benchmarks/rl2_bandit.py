@@ -16,6 +16,7 @@ if __name__ == "__main__":
     main("rl2_bandit", {
         "gru256": RL2Config(episodes_per_trial=100, hidden_size=256, meta_batch_size=256,
                             num_epochs=2, num_minibatches=2),
+        # small GRU over many trials: memory-bound on a CPU, so recompute the gates
         "gru64": RL2Config(episodes_per_trial=100, hidden_size=64, meta_batch_size=2048,
-                           num_epochs=1, num_minibatches=1),
+                           num_epochs=1, num_minibatches=1, remat=True),
     })

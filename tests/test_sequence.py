@@ -100,3 +100,24 @@ def test_bad_model_config_raises():
     with pytest.raises(ConfigError, match="filters"):
         SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, filters=-1)
 
+
+
+def test_gru_remat_changes_nothing_but_memory():
+    """The rematerialised GRU gives the stored-activations GRU's (default) values and gradients."""
+    kw = dict(input_dim=D, num_outputs=A, continuous=False, hidden_size=16)
+    plain, remat = GRUPolicy(**kw), GRUPolicy(**kw, remat=True)
+    params = plain.init(jax.random.PRNGKey(4))
+    assert jax.tree.structure(params) == jax.tree.structure(remat.init(jax.random.PRNGKey(4)))
+    xs = _xs(5)
+
+    def loss(model, p):
+        _, (out, value) = model.apply(p, model.initial_carry(B), xs)
+        return jnp.sum(jnp.tanh(out) ** 2) + jnp.sum(value**3)
+
+    for f in (lambda m, p: loss(m, p), jax.grad(loss, argnums=1)):
+        a, b = f(plain, params), jax.jit(f, static_argnums=0)(remat, params)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+    g = jax.grad(loss, argnums=1)(remat, params)
+    assert float(jnp.abs(g["net"]["w_h"]).max()) > 1e-3  # the recurrent weights get a gradient
+    with pytest.raises(ConfigError, match="remat"):
+        GRUPolicy(**kw, remat="yes")

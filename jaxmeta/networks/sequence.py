@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmeta.config import ConfigError, check_choice, check_int
+from jaxmeta.config import ConfigError, check_bool, check_choice, check_int
 
 Outputs = tuple  # (policy_out [..., A], value [...])
 
@@ -72,32 +72,57 @@ def gru_cell(h, g, w_h, b_hn):
     return (1.0 - z) * n + z * h
 
 
-class GRUNet(nn.Module):
-    """GRU over a time-major window, then policy/value heads.
+def gru_sequence(p: dict, h, xs, remat: bool = False):
+    """GRU over a time-major window with the policy/value heads applied at every step.
 
-    The input projection of all steps is one matmul outside the scan; only the
-    hidden-state product runs step by step.
+    p: {"w_i", "b_i", "w_h", "b_hn", "heads": {"policy": {...}, "value": {...}}};
+    h: [B, H]; xs: [T, B, D]. Returns (h, (policy_out [T, B, A], value [T, B])).
+
+    Everything per step stays inside the scan (input projection, cell, heads): on a CPU
+    the training step is bound by memory traffic more than by FLOPs, and a [T, B, 3H]
+    projection computed outside the loop costs more in traffic than it saves in matmul
+    efficiency. With `remat` the step is recomputed in the backward pass, so only h_t is
+    kept per step instead of the [T, B, 3H] gate activations: faster where traffic
+    dominates (small hidden size, many trials: GRU 64 x 2048 trials, 1.4x), slower where
+    the matmuls do (GRU 256 x 128 trials, 0.8x); see docs/benchmarks.md. `remat`
+    changes speed and memory, never values.
     """
+
+    def dense(q, x):
+        return x @ q["kernel"] + q["bias"]
+
+    def cell(h, x):
+        h = gru_cell(h, dense({"kernel": p["w_i"], "bias": p["b_i"]}, x), p["w_h"], p["b_hn"])
+        return h, (dense(p["heads"]["policy"], h), dense(p["heads"]["value"], h)[..., 0])
+
+    if xs.shape[0] == 1:  # acting: no loop
+        h, out = cell(h, xs[0])
+        return h, jax.tree.map(lambda a: a[None], out)
+    return lax.scan(jax.checkpoint(cell, prevent_cse=False) if remat else cell, h, xs)
+
+
+class GRUNet(nn.Module):
+    """Declares the GRU and head parameters; the computation is `gru_sequence`."""
 
     hidden_size: int
     num_outputs: int
     continuous: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, h, xs):  # h: [B, H]; xs: [T, B, D]
         H = self.hidden_size
         D = xs.shape[-1]
-        w_i = self.param("w_i", nn.initializers.glorot_uniform(), (D, 3 * H))
-        b_i = self.param("b_i", nn.initializers.zeros, (3 * H,))
-        w_h = self.param("w_h", nn.initializers.orthogonal(), (H, 3 * H))
-        b_hn = self.param("b_hn", nn.initializers.zeros, (H,))
-        g_x = xs @ w_i + b_i  # [T, B, 3H]
-        if xs.shape[0] == 1:  # acting: no inner loop
-            h = gru_cell(h, g_x[0], w_h, b_hn)
-            hs = h[None]
-        else:
-            h, hs = lax.scan(lambda h, g: (gru_cell(h, g, w_h, b_hn),) * 2, h, g_x)  # hs: [T, B, H]
-        return h, _Heads(self.num_outputs, self.continuous, name="heads")(hs)
+        heads = _Heads(self.num_outputs, self.continuous, name="heads")
+        heads(h)  # creates the head parameters at init (unused otherwise; XLA drops it)
+        p = {
+            "w_i": self.param("w_i", nn.initializers.glorot_uniform(), (D, 3 * H)),
+            "b_i": self.param("b_i", nn.initializers.zeros, (3 * H,)),
+            "w_h": self.param("w_h", nn.initializers.orthogonal(), (H, 3 * H)),
+            "b_hn": self.param("b_hn", nn.initializers.zeros, (H,)),
+            "heads": heads.variables["params"],
+        }
+        return gru_sequence(p, h, xs, self.remat)
 
 
 # --------------------------------------------------------------------------- SNAIL
@@ -115,12 +140,13 @@ def check_snail_architecture(blocks, filters, key_size, value_size) -> None:
 
 
 class SNAILCarry(NamedTuple):
-    """Fixed-size memory of a SNAIL trial.
+    """Fixed-size memory of a SNAIL trial, time-major so a step writes one row.
 
     t: [] int32 steps seen so far (shared by the batch).
-    feats: [B, P + L, C] every layer's features at each past step; P zero rows of
-      left padding (the largest dilation) so causal convolutions read zeros before t=0.
-    keys, values: tuples (one per attention block) of [B, L, K] / [B, L, V].
+    feats: [P + L, B, C] the stream (the input, then every layer's output channels) at
+      each past step; P zero rows of left padding (the largest dilation) so causal
+      convolutions read zeros before t = 0.
+    keys, values: tuples (one per attention block) of [L, B, K] / [L, B, V].
     """
 
     t: jax.Array
@@ -161,44 +187,50 @@ class SNAILNet(nn.Module):
 
     @nn.compact
     def __call__(self, carry: SNAILCarry, xs):  # xs: [W, B, D]
-        W = xs.shape[0]
-        x = jnp.swapaxes(xs, 0, 1)  # [B, W, D]
-        plan = snail_layout(self.blocks, self.context, xs.shape[-1], self.filters, self.key_size, self.value_size)
+        W, B, D = xs.shape
+        plan = snail_layout(self.blocks, self.context, D, self.filters, self.key_size, self.value_size)
         pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
-        feats, t = carry.feats, carry.t
-        C_in = xs.shape[-1]
-        feats = lax.dynamic_update_slice(feats, x.astype(feats.dtype), (0, pad + t, 0))
+        t, feats = carry.t, carry.feats
         keys, values = list(carry.keys), list(carry.values)
+
+        def write(buf, rows, start, channel=0):  # rows [W, B, C] into buf at time `start`
+            return lax.dynamic_update_slice(buf, rows.astype(buf.dtype), (start, 0, channel))
+
+        def read(start, c):  # the first c stream channels at W steps from time `start`
+            return lax.dynamic_slice(feats, (start, 0, 0), (W, B, c))
+
+        # Each layer writes its output channels into the (time-major) stream buffer in
+        # place and reads the stream back: one slice per read, no growing concatenation.
+        feats = write(feats, xs, pad + t)
         a = 0
         pos = jnp.arange(self.context)  # [L]
         q_pos = t + jnp.arange(W)  # [W]
+        c = D
         for i, layer in enumerate(plan):
+            x = read(pad + t, c)  # [W, B, c]: the stream so far at the window's steps
             if layer[0] == "dense":
-                _, d, c = layer
-                lag = lax.dynamic_slice(feats, (0, pad + t - d, 0), (feats.shape[0], W, c))  # [B, W, c]
+                _, d, _ = layer
                 w = self.param(f"dense{i}_w", nn.initializers.glorot_uniform(), (2 * c, 2 * self.filters))
                 b = self.param(f"dense{i}_b", nn.initializers.zeros, (2 * self.filters,))
-                y = jnp.concatenate([lag, x], -1) @ w + b  # [B, W, 2F]
-                out = jnp.tanh(y[..., : self.filters]) * jax.nn.sigmoid(y[..., self.filters :])  # [B, W, F]
+                # causal dilated convolution of width 2: the stream d steps back and now
+                y = read(pad + t - d, c) @ w[:c] + x @ w[c:] + b  # [W, B, 2F]
+                out = jnp.tanh(y[..., : self.filters]) * jax.nn.sigmoid(y[..., self.filters :])  # [W, B, F]
             else:
-                _, c = layer
                 wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, self.key_size))
                 wk = self.param(f"attn{i}_k", nn.initializers.glorot_uniform(), (c, self.key_size))
                 wv = self.param(f"attn{i}_v", nn.initializers.glorot_uniform(), (c, self.value_size))
-                q = x @ wq  # [B, W, K]
-                keys[a] = lax.dynamic_update_slice(keys[a], (x @ wk).astype(keys[a].dtype), (0, t, 0))
-                values[a] = lax.dynamic_update_slice(values[a], (x @ wv).astype(values[a].dtype), (0, t, 0))
-                logits = jnp.einsum("bwk,blk->bwl", q, keys[a]) / math.sqrt(self.key_size)  # [B, W, L]
+                q = x @ wq  # [W, B, K]
+                keys[a] = write(keys[a], x @ wk, t)
+                values[a] = write(values[a], x @ wv, t)
+                logits = jnp.einsum("wbk,lbk->bwl", q, keys[a]) / math.sqrt(self.key_size)  # [B, W, L]
                 mask = pos[None, :] <= q_pos[:, None]  # [W, L] causal: key step <= query step
                 logits = jnp.where(mask, logits, -1e30)
-                out = jax.nn.softmax(logits, axis=-1) @ values[a]  # [B, W, V]
+                out = jnp.einsum("bwl,lbv->wbv", jax.nn.softmax(logits, axis=-1), values[a])  # [W, B, V]
                 a += 1
-            feats = lax.dynamic_update_slice(feats, out.astype(feats.dtype), (0, pad + t, C_in))
-            C_in += out.shape[-1]
-            x = jnp.concatenate([x, out], -1)
-        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(x)
-        new = SNAILCarry(t + W, feats, tuple(keys), tuple(values))
-        return new, (jnp.swapaxes(policy_out, 0, 1), jnp.swapaxes(value, 0, 1))
+            feats = write(feats, out, pad + t, c)
+            c += out.shape[-1]
+        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(read(pad + t, c))
+        return SNAILCarry(t + W, feats, tuple(keys), tuple(values)), (policy_out, value)
 
 
 # --------------------------------------------------------------------------- policies
@@ -246,14 +278,16 @@ class GRUPolicy(_SequencePolicy):
     """RL^2's recurrent policy: GRU(hidden_size) -> policy and value heads."""
 
     hidden_size: int = 256
+    remat: bool = False  # recompute each step's gates in the backward pass (see gru_sequence)
 
     def __post_init__(self):
         check_int("hidden_size", self.hidden_size, 1, 65_536)
         check_int("input_dim", self.input_dim, 1, 1_000_000)
         check_int("num_outputs", self.num_outputs, 1, 1_000_000)
+        check_bool("remat", self.remat)
 
     def _net(self):
-        return GRUNet(self.hidden_size, self.num_outputs, self.continuous)
+        return GRUNet(self.hidden_size, self.num_outputs, self.continuous, self.remat)
 
     def initial_carry(self, batch_size: int, dtype=jnp.float32):
         return jnp.zeros((batch_size, self.hidden_size), dtype)  # [B, H]
@@ -290,7 +324,7 @@ class SNAILPolicy(_SequencePolicy):
         total = self.input_dim + sum(self.filters if p[0] == "dense" else self.value_size for p in plan)
         return SNAILCarry(
             t=jnp.zeros((), jnp.int32),
-            feats=jnp.zeros((batch_size, pad + L, total), dtype),
-            keys=tuple(jnp.zeros((batch_size, L, self.key_size), dtype) for _ in range(num_attn)),
-            values=tuple(jnp.zeros((batch_size, L, self.value_size), dtype) for _ in range(num_attn)),
+            feats=jnp.zeros((pad + L, batch_size, total), dtype),
+            keys=tuple(jnp.zeros((L, batch_size, self.key_size), dtype) for _ in range(num_attn)),
+            values=tuple(jnp.zeros((L, batch_size, self.value_size), dtype) for _ in range(num_attn)),
         )
