@@ -101,7 +101,6 @@ def test_bad_model_config_raises():
         SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, filters=-1)
 
 
-
 def test_gru_remat_changes_nothing_but_memory():
     """The rematerialised GRU gives the stored-activations GRU's (default) values and gradients."""
     kw = dict(input_dim=D, num_outputs=A, continuous=False, hidden_size=16)

@@ -92,7 +92,7 @@ def gru_sequence(p: dict, h, xs, remat: bool = False):
         return x @ q["kernel"] + q["bias"]
 
     def cell(h, x):
-        h = gru_cell(h, dense({"kernel": p["w_i"], "bias": p["b_i"]}, x), p["w_h"], p["b_hn"])
+        h = gru_cell(h, x @ p["w_i"] + p["b_i"], p["w_h"], p["b_hn"])
         return h, (dense(p["heads"]["policy"], h), dense(p["heads"]["value"], h)[..., 0])
 
     if xs.shape[0] == 1:  # acting: no loop
@@ -205,11 +205,11 @@ class SNAILNet(nn.Module):
         a = 0
         pos = jnp.arange(self.context)  # [L]
         q_pos = t + jnp.arange(W)  # [W]
-        c = D
         for i, layer in enumerate(plan):
+            c = layer[-1]  # stream channels this layer reads (the plan tracks them)
             x = read(pad + t, c)  # [W, B, c]: the stream so far at the window's steps
             if layer[0] == "dense":
-                _, d, _ = layer
+                d = layer[1]
                 w = self.param(f"dense{i}_w", nn.initializers.glorot_uniform(), (2 * c, 2 * self.filters))
                 b = self.param(f"dense{i}_b", nn.initializers.zeros, (2 * self.filters,))
                 # causal dilated convolution of width 2: the stream d steps back and now
@@ -228,8 +228,7 @@ class SNAILNet(nn.Module):
                 out = jnp.einsum("bwl,lbv->wbv", jax.nn.softmax(logits, axis=-1), values[a])  # [W, B, V]
                 a += 1
             feats = write(feats, out, pad + t, c)
-            c += out.shape[-1]
-        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(read(pad + t, c))
+        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(read(pad + t, feats.shape[-1]))
         return SNAILCarry(t + W, feats, tuple(keys), tuple(values)), (policy_out, value)
 
 
