@@ -97,6 +97,9 @@ def test_train_step_jit_equals_no_jit(name):
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m1["trial_reward"], m2["trial_reward"], rtol=1e-6)
+    # The gradient norm is reported before clipping: positive, and the same with and without jit.
+    assert float(m1["grad_norm"]) > 0.0
+    np.testing.assert_allclose(m1["grad_norm"], m2["grad_norm"], rtol=1e-4)
     # The step changed the parameters.
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params),
                                                                 jax.tree.leaves(state.params)))

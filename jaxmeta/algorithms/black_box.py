@@ -254,6 +254,7 @@ class BlackBox:
             params, opt_state = carry
             (_, info), grads = grad_fn(params, mb)
             updates, opt_state = opt.update(grads, opt_state, params)
+            info = {**info, "grad_norm": optax.global_norm(grads)}  # before clipping
             return (optax.apply_updates(params, updates), opt_state), info
 
         def epoch(carry, k):

@@ -190,30 +190,36 @@ class SNAILNet(nn.Module):
         W, B, D = xs.shape
         plan = snail_layout(self.blocks, self.context, D, self.filters, self.key_size, self.value_size)
         pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
-        t, feats = carry.t, carry.feats
+        t, old = carry.t, carry.feats  # old: [P + L, B, C] the stream before this window
         keys, values = list(carry.keys), list(carry.values)
 
-        def write(buf, rows, start, channel=0):  # rows [W, B, C] into buf at time `start`
-            return lax.dynamic_update_slice(buf, rows.astype(buf.dtype), (start, 0, channel))
+        def write(buf, rows, start):  # rows [W, B, C] into buf at time `start`
+            return lax.dynamic_update_slice(buf, rows.astype(buf.dtype), (start, 0, 0))
 
-        def read(start, c):  # the first c stream channels at W steps from time `start`
-            return lax.dynamic_slice(feats, (start, 0, 0), (W, B, c))
+        def back(x, d):  # the stream's first c channels d steps before each step of the window
+            c = x.shape[-1]
+            if d >= W:  # entirely before the window: from the carry
+                return lax.dynamic_slice(old, (pad + t - d, 0, 0), (W, B, c))
+            before = lax.dynamic_slice(old, (pad + t - d, 0, 0), (d, B, c))  # [d, B, c]
+            return jnp.concatenate([before, x[: W - d]], axis=0)
 
-        # Each layer writes its output channels into the (time-major) stream buffer in
-        # place and reads the stream back: one slice per read, no growing concatenation.
-        feats = write(feats, xs, pad + t)
+        # The window's stream is built as a list of channel blocks (the input, then each
+        # layer's output); a layer reads their concatenation, and the carry's buffer is
+        # written once at the end. Reading and writing one shared buffer per layer would
+        # make the backward pass materialise a buffer-sized cotangent for every read.
+        pieces = [xs.astype(old.dtype)]
         a = 0
         pos = jnp.arange(self.context)  # [L]
         q_pos = t + jnp.arange(W)  # [W]
         for i, layer in enumerate(plan):
+            x = jnp.concatenate(pieces, axis=-1) if len(pieces) > 1 else pieces[0]  # [W, B, c]
             c = layer[-1]  # stream channels this layer reads (the plan tracks them)
-            x = read(pad + t, c)  # [W, B, c]: the stream so far at the window's steps
             if layer[0] == "dense":
                 d = layer[1]
                 w = self.param(f"dense{i}_w", nn.initializers.glorot_uniform(), (2 * c, 2 * self.filters))
                 b = self.param(f"dense{i}_b", nn.initializers.zeros, (2 * self.filters,))
                 # causal dilated convolution of width 2: the stream d steps back and now
-                y = read(pad + t - d, c) @ w[:c] + x @ w[c:] + b  # [W, B, 2F]
+                y = back(x, d) @ w[:c] + x @ w[c:] + b  # [W, B, 2F]
                 out = jnp.tanh(y[..., : self.filters]) * jax.nn.sigmoid(y[..., self.filters :])  # [W, B, F]
             else:
                 wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, self.key_size))
@@ -227,8 +233,10 @@ class SNAILNet(nn.Module):
                 logits = jnp.where(mask, logits, -1e30)
                 out = jnp.einsum("bwl,lbv->wbv", jax.nn.softmax(logits, axis=-1), values[a])  # [W, B, V]
                 a += 1
-            feats = write(feats, out, pad + t, c)
-        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(read(pad + t, feats.shape[-1]))
+            pieces.append(out.astype(old.dtype))
+        stream = jnp.concatenate(pieces, axis=-1)  # [W, B, C]
+        policy_out, value = _Heads(self.num_outputs, self.continuous, name="heads")(stream)
+        feats = write(old, stream, pad + t)
         return SNAILCarry(t + W, feats, tuple(keys), tuple(values)), (policy_out, value)
 
 
