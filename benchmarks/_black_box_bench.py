@@ -26,12 +26,12 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
         state = bb.init(jax.random.PRNGKey(0))
         key = jax.random.PRNGKey(1)
         t0 = time.perf_counter()
-        compiled = jax.jit(bb.train_step).lower(state, key).compile()
+        compiled = jax.jit(bb.algorithm().train_step).lower(state, key).compile()
         compile_s = time.perf_counter() - t0
         # Model FLOPs: scan bodies counted `length` times, and the GRU's rematerialised
         # forward (recomputed in the backward pass) not counted, so the rate is honest.
         plain = BlackBox(env, env.task_distribution(), dataclasses.replace(cfg, remat=False)) if hasattr(cfg, "remat") else bb
-        flops = fn_flops(plain.train_step, state, key)
+        flops = fn_flops(plain.algorithm().train_step, state, key)
         state, m = compiled(state, key)  # warm-up
         jax.block_until_ready(m)
         env_steps = int(m["env_steps"]) * steps_per_run

@@ -59,15 +59,16 @@ def run_one(args) -> dict:
     i = [0]
     if args.simulator == "brax":
         t0 = time.perf_counter()
-        step = jax.jit(m.train_step).lower(state, key).compile()
+        step = jax.jit(m.algorithm().train_step).lower(state, key).compile()
         compile_s = time.perf_counter() - t0
         first_s = None
     else:
-        from jaxmeta.algorithms.maml_host import HostMAML
-        from jaxmeta.envs.host import MujocoLocomotion
+        from jaxmeta.host import make_collector
 
-        host = HostMAML(m, MujocoLocomotion(env, config.meta_batch_size * config.num_episodes))
-        step = host.train_step
+        host = MAML(env, env.task_distribution(), config,
+                    collector=make_collector(env, "mujoco", config.envs_per_batch)).algorithm()
+        update = jax.jit(host.update)
+        step = lambda state, key: update(state, host.sample(state, key))  # as the driver runs a host learner
         t0 = time.perf_counter()
         state, _ = step(state, key)
         jax.block_until_ready(state)
@@ -105,7 +106,7 @@ def learn(args) -> None:
     """MAML-TRPO on Brax HalfCheetahDir: held-out pre/post-adaptation returns over training."""
     env, config, m = _build(args, "HalfCheetahDir")
     state = m.init(jax.random.PRNGKey(args.seed))
-    step = jax.jit(m.train_step)
+    step = jax.jit(m.algorithm().train_step)
     evaluate = jax.jit(m.evaluate)
     t0 = time.perf_counter()
     for it in range(args.iterations + 1):

@@ -66,7 +66,8 @@ def _bench(args):
     key = jax.random.PRNGKey(1)
 
     t0 = time.perf_counter()
-    step = jax.jit(m.train_step).lower(state, key).compile()
+    train_step = m.algorithm().train_step
+    step = jax.jit(train_step).lower(state, key).compile()
     compile_s = time.perf_counter() - t0
 
     # warm up (and move past the first iterations, whose line search backtracks more)
@@ -87,7 +88,7 @@ def _bench(args):
     ls_mean = float(np.mean([float(x) for x in ls_steps])) if config.outer == "trpo" else 0
     # while loops in train_step, in order: CG (cg_iters, it rarely stops early), line search
     trips = [config.cg_iters, max(1, round(ls_mean))] if config.outer == "trpo" else []
-    flops = fn_flops(m.train_step, states[0], key, while_trips=trips)
+    flops = fn_flops(train_step, states[0], key, while_trips=trips)
     env_steps = config.meta_batch_size * config.num_episodes * env.horizon * (config.num_inner_steps + 1)
     emit({
         "benchmark": "maml_navigation",

@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 from common import device_info, emit, median_time, peak_memory_mb  # noqa: E402
-from jaxmeta import envs, parallel  # noqa: E402
-from jaxmeta.algorithms import MAMLConfig, RL2Config, maml, rl2  # noqa: E402
+from jaxmeta import envs  # noqa: E402
+from jaxmeta.algorithms import MAMLConfig, RL2Config, maml, rl2, vmap_algorithm  # noqa: E402
+from jaxmeta.driver.seeds import seed_keys  # noqa: E402
 
 PRESETS = {
     "cpu": {
@@ -40,11 +41,11 @@ def measure(name, make_env, factory, config, num_seeds, repeats):
     algo = factory(make_env(), config=config)
     out = {}
     for S in (1, num_seeds):
-        keys = parallel.seed_keys(0, S)
+        keys = seed_keys(0, S)
         if S == 1:
             init, step, k = jax.jit(algo.init), jax.jit(algo.train_step), keys[0]
         else:
-            batched = parallel.vmap_algorithm(algo)
+            batched = vmap_algorithm(algo)
             init, step, k = jax.jit(batched.init), jax.jit(batched.train_step), keys
         state = init(k)
         t0 = time.perf_counter()

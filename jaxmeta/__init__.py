@@ -1,8 +1,9 @@
 """jaxmeta: meta-reinforcement learning as pure JAX functions."""
 from jaxmeta import envs, rl
-from jaxmeta.algorithms import MAML, AdaptationCurve, Algorithm, MAMLConfig, MAMLState, maml
-from jaxmeta.algorithms import RL2Config, SNAILConfig, rl2, snail
+from jaxmeta.algorithms import (
+    MAML, Algorithm, MAMLBatch, MAMLConfig, MAMLState, RL2Config, SNAILConfig, TrialBatch, maml, rl2, snail,
+)
 from jaxmeta.config import ConfigError
-from jaxmeta.types import TimeStep, Trajectory
+from jaxmeta.types import AdaptationCurve, TimeStep, Trajectory
 
 __version__ = "0.1.0"

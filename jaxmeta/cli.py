@@ -2,12 +2,14 @@
 
 `jaxmeta train ALGO ... --seeds 8` trains 8 seeds at once (vmapped);
 `jaxmeta train --resume runs/NAME` continues a run from its newest checkpoint;
+`--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit;
 `--coordinator HOST:PORT --num-processes N --process-id I` runs one process of a
 multi-host job (see docs/scaling.md).
 
 Flags are generated from the algorithm's config dataclass and the environment's
 dataclass (`--meta-batch-size`, `--horizon`, ...), plus the algorithm's short aliases
-(`--arms`). A bad value is one line naming the flag and its allowed range.
+(`--arms`). The run's settings are validated once, by `RunSettings`; a bad value is one
+line naming the flag and its allowed range.
 """
 from __future__ import annotations
 
@@ -15,12 +17,17 @@ import argparse
 import dataclasses
 import sys
 import time
+import types
 import typing
+from pathlib import Path
 from typing import Any, Sequence
 
 from jaxmeta import envs
 from jaxmeta.algorithms import registry
 from jaxmeta.config import ConfigError
+
+# RunSettings fields whose flag is not their own name
+SETTING_FLAGS = {"num_seeds": "--seeds", "env_kwargs": "--env", "config": "algorithm", "algorithm": "algorithm"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,37 +39,50 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+def _tuple_parser(item: type):
+    def parse(text: str) -> tuple:
+        parts = [x.strip() for x in text.split(",") if x.strip()]
+        if item is int:
+            try:
+                return tuple(int(x) for x in parts)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        return tuple(parts)
+
+    return parse
+
+
+def _flag_type(hint: Any, default: Any):
+    """The argparse `type` of a dataclass field, from its annotation (Optional unwrapped)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else str
+    if typing.get_origin(hint) is tuple:
+        return _tuple_parser(typing.get_args(hint)[0]), "A,B"
+    if hint in (int, float, str):
+        return hint, None
+    for t in (bool, int, float):  # no usable annotation: the default's type
+        if isinstance(default, t):
+            return t, None
+    return str, None
 
 
 def _add_dataclass_flags(group, cls, seen: dict[str, str], owner: str, aliases: dict[str, str]):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in seen:
+        if f.name in seen or not f.init:
             continue
         seen[f.name] = owner
         names = [_flag(f.name)] + [_flag(a) for a, target in aliases.items() if target == f.name]
-        hint = hints.get(f.name)
-        default = f.default
-        kw: dict[str, Any] = {"dest": f"{owner}:{f.name}", "default": argparse.SUPPRESS}
+        hint, default = hints.get(f.name), f.default
+        kw: dict[str, Any] = {"dest": f"{owner}:{f.name}", "default": argparse.SUPPRESS, "help": f"default: {default}"}
         if hint is bool or isinstance(default, bool):
-            kw["action"] = argparse.BooleanOptionalAction
-            group.add_argument(*names, help=f"default: {default}", **kw)
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
             continue
-        if isinstance(default, tuple):
-            kw["type"] = _parse_sizes
-            kw["metavar"] = "N,N"
-        elif isinstance(default, int):
-            kw["type"] = int
-        elif isinstance(default, float):
-            kw["type"] = float
-        else:
-            kw["type"] = str
-        group.add_argument(*names, help=f"default: {default}", **kw)
+        kw["type"], metavar = _flag_type(hint, default)
+        if metavar:
+            kw["metavar"] = metavar
+        group.add_argument(*names, **kw)
 
 
 def _build_parser(algo: str | None = None, env_name: str | None = None) -> argparse.ArgumentParser:
@@ -74,12 +94,15 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
     tr.add_argument("algorithm", nargs="?", choices=sorted(registry.REGISTRY),
                     help="algorithm (may be left out with --resume)")
     tr.add_argument("--env", help="environment (default: the algorithm's own)")
+    tr.add_argument("--simulator", default=None,
+                    help="jax (default: the environment's own jittable code; brax for the locomotion tasks) or "
+                         "mujoco (native MuJoCo stepped outside jit)")
     tr.add_argument("--num-batches", type=int, default=None, help="meta-iterations (default: 100)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=None, help="default: 0")
     tr.add_argument("--name", help="run name (default: ALGO-ENV-TIME)")
     tr.add_argument("--out", default="runs", help="folder for runs (default: runs)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tr.add_argument("--seeds", type=int, default=1, metavar="N",
+    tr.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="train N seeds (--seed, --seed+1, ...) at once, vmapped (default: 1)")
     tr.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                     help="checkpoint every N meta-iterations (default: 100; 0: only at the end and on Ctrl-C/SIGTERM)")
@@ -95,7 +118,8 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
         _add_dataclass_flags(tr.add_argument_group(f"{algo} config"), spec.config_cls, seen, "config", spec.aliases)
         env_name = env_name or spec.default_env
         if env_name in envs.REGISTRY and dataclasses.is_dataclass(envs.REGISTRY[env_name]):
-            _add_dataclass_flags(tr.add_argument_group(f"{env_name} environment"), envs.REGISTRY[env_name], seen, "env", spec.aliases)
+            _add_dataclass_flags(tr.add_argument_group(f"{env_name} environment"), envs.REGISTRY[env_name], seen,
+                                 "env", spec.aliases)
     return parser
 
 
@@ -120,16 +144,19 @@ def cmd_list() -> None:
     for name, factory in sorted(envs.REGISTRY.items()):
         doc = (factory.__doc__ or "").strip().splitlines()
         print(f"  {name:14s} {doc[0] if doc else ''}")
+    print("simulators (--simulator):")
+    print("  jax            every environment's own jittable implementation (Brax for locomotion; default)")
+    for name, runs in envs.HOST_SIMULATORS.items():
+        print(f"  {name:14s} stepped outside jit, for {', '.join(runs)}")
 
 
 def _run_guarded(fn) -> int:
     """Run the driver; its expected failures are one line on stderr and an exit code."""
-    from jaxmeta import train as driver
-    from jaxmeta.checkpoint import CheckpointError
+    from jaxmeta import driver
 
     try:
         fn()
-    except CheckpointError as e:
+    except driver.CheckpointError as e:
         print(f"jaxmeta: error: {e}", file=sys.stderr)
         return 2
     except driver.NonFiniteError as e:
@@ -152,128 +179,88 @@ def _check_distributed(args, parser) -> None:
         if not (args.name or args.resume):
             parser.error("argument --name: a multi-process run needs --name (all processes share the run folder)")
     if args.coordinator:
-        from jaxmeta import parallel
+        from jaxmeta.driver.distributed import initialize_distributed
 
-        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
+def _config_error(parser, e: ConfigError) -> None:
+    """A ConfigError as the one-line error of the flag that set the field."""
+    if e.field is None:
+        parser.error(str(e))
+    parser.error(f"argument {SETTING_FLAGS.get(e.field, _flag(e.field))}: {e}")
 
 
 def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import json
-    from pathlib import Path
-
-    from jaxmeta import train as driver
+    from jaxmeta import driver
 
     given = [k for k in vars(args) if k.startswith(("config:", "env:"))]
-    if given or args.env or args.seed != 0 or args.seeds != 1:
-        bad = _flag(given[0].split(":", 1)[1]) if given else ("--env" if args.env else ("--seed" if args.seed else "--seeds"))
+    fixed = [("--env", args.env), ("--seed", args.seed), ("--seeds", args.seeds), ("--simulator", args.simulator)]
+    if given or any(v is not None for _, v in fixed):
+        bad = _flag(given[0].split(":", 1)[1]) if given else next(f for f, v in fixed if v is not None)
         parser.error(f"argument {bad}: not allowed with --resume (the run's config.json fixes it)")
-    run_dir = Path(args.resume)
+    folder = driver.RunFolder(args.resume)
     try:
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = folder.read_config()
     except (OSError, ValueError) as e:
-        parser.error(f"argument --resume: {run_dir} is not a run folder with a readable config.json ({e})")
+        parser.error(f"argument --resume: {folder.path} is not a run folder with a readable config.json ({e})")
     if args.algorithm and saved.get("algorithm") != args.algorithm:
-        parser.error(f"argument --resume: {run_dir} is a run of {saved.get('algorithm')!r}, not {args.algorithm!r}")
-    if args.num_batches is not None and not 1 <= args.num_batches <= 10_000_000:
-        parser.error(f"argument --num-batches: must be an integer in [1, 10000000], got {args.num_batches}")
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        parser.error(f"argument --checkpoint-every: must be >= 0, got {args.checkpoint_every}")
+        parser.error(f"argument --resume: {folder.path} is a run of {saved.get('algorithm')!r}, not {args.algorithm!r}")
+    for flag, value, low in (("--num-batches", args.num_batches, 1), ("--checkpoint-every", args.checkpoint_every, 0)):
+        if value is not None and not low <= value <= 10_000_000:
+            parser.error(f"argument {flag}: must be an integer in [{low}, 10000000], got {value}")
     _check_distributed(args, parser)
-    kw = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
-    print(f"resuming {run_dir}")
-    return _run_guarded(lambda: driver.resume(run_dir, num_batches=args.num_batches, progress=not args.no_progress, **kw))
+    print(f"resuming {folder.path}")
+    return _run_guarded(lambda: driver.resume(folder.path, num_batches=args.num_batches,
+                                              checkpoint_every=args.checkpoint_every, progress=not args.no_progress))
 
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from pathlib import Path
-
-    from jaxmeta import train as driver
+    from jaxmeta import driver
 
     if args.resume:
         return cmd_resume(args, parser)
     if args.algorithm is None:
         parser.error("argument algorithm: required (unless --resume RUN_DIR)")
-    spec = registry.get(args.algorithm)
-    env_name = args.env or spec.default_env
-    if env_name not in spec.envs:
-        parser.error(f"argument --env: {spec.name} supports {', '.join(spec.envs)}, got {env_name!r}")
     values = vars(args)
     config_kw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("config:")}
     env_kw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("env:")}
-    num_batches = 100 if args.num_batches is None else args.num_batches
-    if num_batches < 1 or num_batches > 10_000_000:
-        parser.error(f"argument --num-batches: must be an integer in [1, 10000000], got {num_batches}")
-    if args.seed < 0 or args.seed > 2**31 - 1:
-        parser.error(f"argument --seed: must be an integer in [0, 2147483647], got {args.seed}")
-    if args.seeds < 1 or args.seeds > 100_000:
-        parser.error(f"argument --seeds: must be an integer in [1, 100000], got {args.seeds}")
-    if args.seed + args.seeds - 1 > 2**31 - 1:
-        parser.error("argument --seeds: --seed + --seeds - 1 must be <= 2147483647")
-    checkpoint_every = 100 if args.checkpoint_every is None else args.checkpoint_every
-    if checkpoint_every < 0:
-        parser.error(f"argument --checkpoint-every: must be >= 0, got {checkpoint_every}")
+    spec = registry.get(args.algorithm)
     try:
-        env = envs.make(env_name, **env_kw)
         config = spec.config_cls(**config_kw)
     except ConfigError as e:
-        if e.field is not None:
-            parser.error(f"argument {_flag(e.field)}: {e}")
-        parser.error(str(e))
+        _config_error(parser, e)
+    try:
+        settings = driver.RunSettings(
+            args.algorithm, args.env, env_kw, config,
+            num_batches=100 if args.num_batches is None else args.num_batches,
+            seed=0 if args.seed is None else args.seed, num_seeds=1 if args.seeds is None else args.seeds,
+            checkpoint_every=100 if args.checkpoint_every is None else args.checkpoint_every,
+            simulator=args.simulator or "jax",
+        )
+    except ConfigError as e:
+        _config_error(parser, e)
     _check_distributed(args, parser)
-    name = args.name or f"{spec.name}-{env_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"{spec.name}-{settings.env}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.num_processes > 1:  # every process must agree on the folder: no -2 suffixes
         run_dir = Path(args.out) / name
         if args.process_id == 0 and run_dir.exists():
             parser.error(f"argument --name: {run_dir} exists; a multi-process run needs a new name")
     else:
         run_dir = driver.new_run_dir(args.out, name)
-    seeds = f"seed {args.seed}" if args.seeds == 1 else f"seeds {args.seed}..{args.seed + args.seeds - 1} (vmapped)"
-    print(f"{spec.name} on {env_name}: {num_batches} meta-iterations, {seeds} -> {run_dir}")
-    return _run_guarded(lambda: driver.train(
-        spec, env, config, num_batches=num_batches, seed=args.seed, num_seeds=args.seeds, run_dir=run_dir,
-        env_name=env_name, env_kwargs=env_kw, progress=not args.no_progress, checkpoint_every=checkpoint_every,
-    ))
-
-
-def _rewrite_variants(argv: list[str]) -> list[str]:
-    """`train maml --outer promp` -> `train promp`; `--simulator mujoco` -> the host variant.
-
-    ProMP and the host-adapter learners are registered algorithms of their own (their
-    configs and drivers differ), so the spellings researchers expect map onto them here.
-    """
-    if len(argv) < 2 or argv[0] != "train" or argv[1].startswith("-"):
-        return argv
-    argv = list(argv)
-    algo = argv[1]
-    for flag in ("--outer", "--simulator"):
-        for i, a in enumerate(argv):
-            value = None
-            if a == flag and i + 1 < len(argv):
-                value, cut = argv[i + 1], (i, i + 2)
-            elif a.startswith(flag + "="):
-                value, cut = a.split("=", 1)[1], (i, i + 1)
-            if value is None:
-                continue
-            if flag == "--outer" and value == "promp" and algo == "maml":
-                algo = "promp"
-                del argv[cut[0] : cut[1]]
-            elif flag == "--simulator":
-                if value not in ("brax", "mujoco"):
-                    _Parser(prog="jaxmeta").error(f"argument --simulator: must be one of 'brax', 'mujoco', got {value!r}")
-                if value == "mujoco":
-                    if algo not in ("maml", "promp"):
-                        _Parser(prog="jaxmeta").error(f"argument --simulator: mujoco is available for maml and promp, not {algo!r}")
-                    algo = f"{algo}-mujoco"
-                del argv[cut[0] : cut[1]]
-            break
-    argv[1] = algo
-    return argv
+    S = settings.num_seeds
+    seeds = f"seed {settings.seed}" if S == 1 else f"seeds {settings.seed}..{settings.seed + S - 1} (vmapped)"
+    where = "" if settings.simulator == "jax" else f" ({settings.simulator})"
+    print(f"{spec.name} on {settings.env}{where}: {settings.num_batches} meta-iterations, {seeds} -> {run_dir}")
+    return _run_guarded(lambda: driver.train(settings, run_dir, progress=not args.no_progress))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = _rewrite_variants(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     algo, env_name = _peek(argv)
     parser = _build_parser(algo, env_name)
+    if algo in registry.REGISTRY and env_name is not None and env_name not in envs.REGISTRY:
+        parser.error(f"argument --env: unknown environment {env_name!r}; known: {', '.join(sorted(envs.REGISTRY))}")
     args = parser.parse_args(argv)
     if args.command == "list":
         cmd_list()

@@ -12,18 +12,18 @@ al. 2013) with Dirichlet(1) transition and N(1, 1) reward-mean priors, matching 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmeta.algorithms.base import AdaptationCurve
 from jaxmeta.envs.bandits import BanditTask, BernoulliBandit
-from jaxmeta.envs.base import Discrete
+from jaxmeta.envs.base import Discrete, MetaEnv, Space
 from jaxmeta.envs.tabular_mdp import MDPTask, TabularMDP
-from jaxmeta.rollout import rollout_trials, trial_episode_returns
-from jaxmeta.types import PRNGKey, Task
+from jaxmeta.rollout import Collector, JaxCollector, trial_episode_returns
+from jaxmeta.types import AdaptationCurve, PRNGKey, Task
 
 BANDIT_STRATEGIES = ("random", "greedy", "epsilon_greedy", "ucb1", "thompson")
 MDP_STRATEGIES = ("random", "psrl")
@@ -168,33 +168,44 @@ def psrl_baseline(env: TabularMDP, tasks: MDPTask, key: PRNGKey, num_episodes: i
 # --------------------------------------------------------------------------- any env
 
 
-def random_baseline(env: Any, tasks: Task, key: PRNGKey, num_episodes: int) -> AdaptationCurve:
-    """Uniformly random actions (within the bounds of a Box action space)."""
-    space = env.action_space
+@dataclass(frozen=True)
+class RandomPolicy:
+    """Uniformly random actions (within the bounds of a Box action space), as a trial policy."""
 
-    def act(params, carry, x, key):
+    space: Space
+
+    def act(self, params, carry, x, key):
+        del params
         E = x.shape[0]
+        space = self.space
         if isinstance(space, Discrete):
             a = jax.random.randint(key, (E,), 0, space.n)
         else:
-            a = jax.random.uniform(key, (E,) + tuple(space.shape), minval=space.low, maxval=space.high)
-        return carry, a, jnp.zeros((E,)), ()
+            a = jax.random.uniform(key, (E,) + tuple(space.shape), minval=space.low, maxval=space.high,
+                                   dtype=x.dtype)
+        zeros = jnp.zeros((E,), x.dtype)
+        return carry, a, zeros, zeros
 
+
+def random_baseline(env: MetaEnv, tasks: Task, key: PRNGKey, num_episodes: int,
+                    collector: Collector | None = None) -> AdaptationCurve:
+    """Uniformly random actions on each task (one trial each), through `collector`
+    (default: `env`'s jitted rollouts; a host collector plays on its simulator)."""
+    collector = JaxCollector(env) if collector is None else collector
     keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-
-    def one(task, k):
-        traj, _ = rollout_trials(env, act, None, task, k, num_episodes, (), 1)
-        return trial_episode_returns(traj, num_episodes)[0]
-
-    return _curve(jax.vmap(one)(tasks, keys))
+    traj = collector.trials(RandomPolicy(env.action_space).act, (), None, tasks, keys, num_episodes, 1)
+    per_task = jax.vmap(lambda t: trial_episode_returns(t, num_episodes)[0])(traj)
+    return _curve(per_task)
 
 
-def baselines(env: Any, tasks: Task, key: PRNGKey, num_episodes: int) -> dict[str, AdaptationCurve]:
+def baselines(env: MetaEnv, tasks: Task, key: PRNGKey, num_episodes: int,
+              collector: Collector | None = None) -> dict[str, AdaptationCurve]:
     """Every classic baseline that applies to `env`, on the same tasks.
 
     Returns:
       {name: AdaptationCurve}: bandits get random, greedy, epsilon-greedy (0.1), UCB1
-      and Thompson sampling; tabular MDPs random and PSRL; other envs random.
+      and Thompson sampling; tabular MDPs random and PSRL; other envs random (played
+      through `collector` when given, e.g. on a host simulator).
     """
     fns: dict[str, Callable[[PRNGKey], AdaptationCurve]] = {}
     if isinstance(env, BernoulliBandit):
@@ -204,7 +215,7 @@ def baselines(env: Any, tasks: Task, key: PRNGKey, num_episodes: int) -> dict[st
         fns["random"] = lambda k: random_baseline(env, tasks, k, num_episodes)
         fns["psrl"] = lambda k: psrl_baseline(env, tasks, k, num_episodes)
     else:
-        fns["random"] = lambda k: random_baseline(env, tasks, k, num_episodes)
+        fns["random"] = lambda k: random_baseline(env, tasks, k, num_episodes, collector)
     keys = jax.random.split(key, len(fns))
     return {name: fn(k) for (name, fn), k in zip(fns.items(), keys)}
 

@@ -1,12 +1,27 @@
-"""Rollouts as `lax.scan` over time, vectorised over episodes (and, by vmap, tasks)."""
+"""Rollouts as `lax.scan` over time, vectorised over episodes (and, by vmap, tasks).
+
+Two kinds of experience, each for a batch of tasks:
+
+- episodes (`rollout_episodes`): E independent episodes of one task under a stateless
+  policy (MAML's inner and outer batches);
+- trials (`rollout_trials`): E parallel trials of n consecutive episodes of one task
+  under a policy with memory that is kept across the episodes of a trial (RL^2, SNAIL).
+
+A `Collector` is where a learner gets them from: `JaxCollector` runs the rollouts
+below inside the learner's XLA program; `jaxmeta.host.HostCollector` steps CPU
+simulators outside it and returns the same arrays. Learners are written against the
+collector, so the host path needs no learner-specific code.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmeta.envs.base import Discrete, MetaEnv, action_dim, obs_dim
 from jaxmeta.types import Params, PRNGKey, Task, Trajectory
 
 # (params, obs [E, D], key) -> (action [E, ...], log_prob [E])
@@ -14,7 +29,7 @@ ActFn = Callable[[Params, jax.Array, PRNGKey], tuple[jax.Array, jax.Array]]
 
 
 def rollout_episodes(
-    env: Any,
+    env: MetaEnv,
     act: ActFn,
     params: Params,
     task: Task,
@@ -63,12 +78,8 @@ def episode_returns(traj: Trajectory) -> jax.Array:
 # the previous reward and a flag "the previous step ended an episode"; its memory (the
 # carry) persists across episode boundaries and is reset only between trials.
 
-from typing import NamedTuple  # noqa: E402
-
-from jaxmeta.envs.base import Discrete, action_dim, obs_dim  # noqa: E402
-
-# (params, carry, x [E, D_in], key) -> (carry, action [E, ...], log_prob [E], extras pytree [E, ...])
-TrialActFn = Callable[[Params, Any, jax.Array, PRNGKey], tuple[Any, jax.Array, jax.Array, Any]]
+# (params, carry, x [E, D_in], key) -> (carry, action [E, ...], log_prob [E], value [E])
+TrialActFn = Callable[[Params, Any, jax.Array, PRNGKey], tuple[Any, jax.Array, jax.Array, jax.Array]]
 
 
 class TrialTrajectory(NamedTuple):
@@ -85,15 +96,15 @@ class TrialTrajectory(NamedTuple):
     valid: jax.Array  # [T, E] float mask
     done: jax.Array  # [T, E] float, 1 where an episode ends after this step
     log_prob: jax.Array  # [T, E]
-    extras: Any  # pytree of [T, E, ...] returned by the acting function (e.g. values)
+    value: jax.Array  # [T, E] the acting policy's value estimate
 
 
-def trial_input_dim(env: Any) -> int:
+def trial_input_dim(env: MetaEnv) -> int:
     """Size of the policy input: obs + previous action + previous reward + done flag."""
     return obs_dim(env) + action_dim(env) + 2
 
 
-def trial_inputs(env: Any, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array,
+def trial_inputs(env: MetaEnv, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array,
                  prev_done: jax.Array) -> jax.Array:
     """Concatenate [obs, one-hot or raw previous action, previous reward, done flag].
 
@@ -114,7 +125,7 @@ def trial_inputs(env: Any, obs: jax.Array, prev_action: jax.Array, prev_reward: 
 
 
 def rollout_trials(
-    env: Any,
+    env: MetaEnv,
     act: TrialActFn,
     params: Params,
     task: Task,
@@ -162,7 +173,7 @@ def rollout_trials(
         t, key = xs
         k_act, k_env, k_reset = jax.random.split(key, 3)
         x = trial_inputs(env, obs, prev_action, prev_reward, prev_done)  # [E, D_in]
-        carry, action, log_prob, extras = act(params, carry, x, k_act)
+        carry, action, log_prob, value = act(params, carry, x, k_act)
         next_state, ts = step(jax.random.split(k_env, E), state, action, task)
         reward = ts.reward * alive  # [E]
         terminated = ts.terminated.astype(dtype) * alive  # [E]
@@ -177,7 +188,7 @@ def rollout_trials(
             next_obs = jnp.where(last, r_ts.obs, ts.obs)
         lastf = last.astype(dtype)
         done = jnp.maximum(lastf, terminated)  # [E]
-        out = TrialTrajectory(x, action, reward, alive, jnp.broadcast_to(lastf, (E,)), log_prob, extras)
+        out = TrialTrajectory(x, action, reward, alive, jnp.broadcast_to(lastf, (E,)), log_prob, value)
         alive = jnp.where(last, jnp.ones_like(alive), alive - terminated)
         return (state, next_obs, action, reward, done, alive, carry), out
 
@@ -191,3 +202,55 @@ def trial_episode_returns(traj: TrialTrajectory, num_episodes: int) -> jax.Array
     """Undiscounted return of each episode of each trial: [E, n]."""
     T, E = traj.reward.shape[:2]
     return jnp.sum(traj.reward.reshape(num_episodes, T // num_episodes, E), axis=1).T
+
+
+# ----------------------------------------------------------------------------- collectors
+
+
+class Collector(Protocol):
+    """Where a learner's experience comes from: a batch of tasks in, arrays out.
+
+    Both methods take M tasks (a task pytree with leading axis M) and M keys and
+    return leaves [M, T, E, ...], exactly as `jax.vmap` of the rollouts above would.
+    `stage(fn)` is how a learner runs its pure processing between two collections:
+    unchanged inside a jitted program, compiled once on a host collector (whose
+    collection runs in Python).
+    """
+
+    env: Any  # spaces and horizon of the simulated task
+    jittable: bool  # False: collection steps a simulator outside XLA
+
+    def episodes(self, act: ActFn, params: Params, tasks: Task, keys: PRNGKey, num_episodes: int,
+                 params_axis: int | None = None) -> Trajectory: ...
+
+    def trials(self, act: TrialActFn, carry: Any, params: Params, tasks: Task, keys: PRNGKey,
+               num_episodes: int, num_trials: int) -> TrialTrajectory: ...
+
+    def stage(self, fn: Callable, static_argnames: tuple[str, ...] = ()) -> Callable: ...
+
+
+@dataclass(frozen=True)
+class JaxCollector:
+    """Rollouts of a jittable `MetaEnv`, inside the caller's XLA program."""
+
+    env: Any
+    jittable = True
+
+    def episodes(self, act, params, tasks, keys, num_episodes, params_axis=None) -> Trajectory:
+        """`rollout_episodes` on each task; `params` shared (axis None) or per task (axis 0)."""
+
+        def one(p, task, key):
+            return rollout_episodes(self.env, act, p, task, key, num_episodes)
+
+        return jax.vmap(one, in_axes=(params_axis, 0, 0))(params, tasks, keys)
+
+    def trials(self, act, carry, params, tasks, keys, num_episodes, num_trials) -> TrialTrajectory:
+        """`rollout_trials` on each task, every trial starting from `carry`."""
+
+        def one(task, key):
+            return rollout_trials(self.env, act, params, task, key, num_episodes, carry, num_trials)[0]
+
+        return jax.vmap(one)(tasks, keys)
+
+    def stage(self, fn, static_argnames=()):
+        return fn

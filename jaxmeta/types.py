@@ -1,4 +1,4 @@
-"""Core data types shared by environments, rollouts and learners."""
+"""Core data types shared by environments, rollouts, learners and the driver."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -9,7 +9,6 @@ PRNGKey = jax.Array
 Params = Any  # a pytree of arrays
 Task = Any  # a pytree of arrays describing one task
 EnvState = Any
-Metrics = dict
 
 
 class TimeStep(NamedTuple):
@@ -34,3 +33,10 @@ class Trajectory(NamedTuple):
     reward: jax.Array  # [T, E]
     valid: jax.Array  # [T, E] float mask
     log_prob: jax.Array  # [T, E] log-probability of the action under the acting policy
+
+
+class AdaptationCurve(NamedTuple):
+    """Mean return on held-out tasks after 0, 1, ..., K adaptation steps (or episodes)."""
+
+    returns: jax.Array  # [K+1] mean over tasks
+    per_task: jax.Array  # [num_tasks, K+1]

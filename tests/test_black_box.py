@@ -6,7 +6,7 @@ import pytest
 
 import jaxmeta
 from jaxmeta.algorithms import get
-from jaxmeta.algorithms.black_box import BlackBox, RL2Config, SNAILConfig
+from jaxmeta.algorithms.black_box import BlackBox, BlackBoxConfig, RL2Config, SNAILConfig
 from jaxmeta.config import ConfigError
 from jaxmeta.envs import BernoulliBandit, TabularMDP, make
 from jaxmeta.envs.bandits import BanditTask
@@ -15,11 +15,11 @@ from jaxmeta.rollout import rollout_trials, trial_episode_returns
 
 
 def _counting_act(params, carry, x, key):
-    """A 'policy' whose memory counts the steps it has seen; records its memory and input."""
+    """A 'policy' whose memory counts the steps it has seen; reports its memory as its value."""
     del params
     E = x.shape[0]
     action = jax.random.randint(key, (E,), 0, 2)
-    return carry + 1, action, jnp.zeros((E,)), {"memory": carry, "x": x}
+    return carry + 1, action, jnp.zeros((E,)), carry.astype(jnp.float32)
 
 
 def test_trial_carry_kept_across_episodes_and_inputs():
@@ -31,9 +31,9 @@ def test_trial_carry_kept_across_episodes_and_inputs():
     T = n * env.horizon
     assert traj.reward.shape == (T, E)
     # Memory is never reset inside the trial, episode boundaries included.
-    np.testing.assert_array_equal(traj.extras["memory"], np.broadcast_to(np.arange(T)[:, None], (T, E)))
+    np.testing.assert_array_equal(traj.value, np.broadcast_to(np.arange(T)[:, None], (T, E)))
     np.testing.assert_array_equal(final, np.full((E,), T))
-    x = traj.extras["x"]  # [T, E, S + A + 2]
+    x = traj.inputs  # [T, E, S + A + 2]
     S, A = 3, 2
     # Previous action one-hot, previous reward and done flag are what happened at t-1.
     np.testing.assert_array_equal(x[0, :, S : S + A], 0.0)
@@ -60,7 +60,7 @@ def test_model_memory_reset_between_trials_kept_within(cfg):
     # Two tasks that always pay 1 and always pay 0: identical start, different memories.
     tasks = BanditTask(jnp.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
     traj = bb.sample_trials(params, tasks, jax.random.PRNGKey(2), 2)  # [M=2, T, E=2]
-    v = traj.extras  # [2, T, 2] values
+    v = traj.value  # [2, T, 2] values
     # Each trial starts from the reset memory: same first output on every task and trial.
     np.testing.assert_allclose(v[:, 0], jnp.full_like(v[:, 0], v[0, 0, 0]), rtol=1e-5)
     # The memory carries rewards of earlier (one-step) episodes of the trial.
@@ -143,10 +143,16 @@ def test_registry_spec_and_final_table():
     assert "episodes_per_trial" in spec.config_cls.__dataclass_fields__
     assert "num_arms" in BernoulliBandit.__dataclass_fields__
     assert get("snail").config_cls is SNAILConfig
+    # the architecture fields are declared once, by the network's architecture dataclass
+    from jaxmeta.networks import GRUArchitecture, SNAILArchitecture
+
+    assert isinstance(RL2Config(), GRUArchitecture) and isinstance(SNAILConfig(), SNAILArchitecture)
+    assert "hidden_size" not in BlackBoxConfig.__dataclass_fields__
+    assert jaxmeta.algorithms.black_box.make_model(env := make("bandit"), RL2Config(hidden_size=8)).arch.hidden_size == 8
     env = make("bandit", num_arms=3)
     cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=2, num_eval_tasks=20)
     algo = spec.build(env, cfg)
-    header, rows = spec.final_table(env, cfg, algo, algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+    header, rows = spec.final_table(env, cfg, algo, algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), None)
     names = [r[0] for r in rows]
     assert names == ["agent", "random", "greedy", "epsilon_greedy", "ucb1", "thompson"]
     assert len(header) == len(rows[0])

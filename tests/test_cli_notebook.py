@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 
-from jaxmeta import cli
 from conftest import run_cli  # noqa: E402  (tests/ is on sys.path under pytest)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,20 +87,57 @@ def test_quickstart_notebook_runs():
 
 
 @pytest.mark.parametrize(
-    "argv,algo",
+    "argv,expect",
     [
-        (["train", "maml", "--outer", "promp", "--num-batches", "1"], "promp"),
-        (["train", "maml", "--outer=promp"], "promp"),
-        (["train", "maml", "--outer", "adam"], "maml"),
-        (["train", "maml", "--simulator", "mujoco", "--env", "halfcheetah_vel"], "maml-mujoco"),
-        (["train", "maml", "--outer", "promp", "--simulator=mujoco"], "promp-mujoco"),
-        (["train", "maml", "--simulator", "brax"], "maml"),
+        (["--outer", "promp"], {"outer": "promp", "meta_batch_size": 40, "inner_estimator": "lvc"}),
+        (["--outer=promp", "--meta-batch-size", "3"], {"outer": "promp", "meta_batch_size": 3}),
+        (["--outer", "adam"], {"outer": "adam", "meta_batch_size": 20, "inner_estimator": "vpg"}),
+        ([], {"outer": "trpo", "meta_batch_size": 20}),
     ],
 )
-def test_outer_promp_and_simulator_select_the_variant(argv, algo):
-    out = cli._rewrite_variants(argv)
-    assert out[1] == algo
-    assert "--simulator" not in " ".join(out) and ("promp" not in " ".join(out[2:]))
+def test_outer_update_is_a_config_field_with_its_own_defaults(argv, expect, tmp_path, capsys, monkeypatch):
+    from jaxmeta import driver
+
+    seen = {}
+    monkeypatch.setattr(driver, "train", lambda settings, run_dir, **kw: seen.update(settings=settings))
+    code, _, err = run_cli(["train", "maml", *argv, "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    settings = seen["settings"]
+    assert settings.algorithm == "maml" and settings.simulator == "jax"
+    assert {k: getattr(settings.config, k) for k in expect} == expect
+
+
+def test_simulator_flag_is_a_run_setting(tmp_path, capsys, monkeypatch):
+    from jaxmeta import driver
+
+    seen = {}
+    monkeypatch.setattr(driver, "train", lambda settings, run_dir, **kw: seen.update(settings=settings))
+    code, _, _ = run_cli(["train", "rl2", "--env", "halfcheetah_vel", "--simulator", "mujoco", "--out",
+                          str(tmp_path)], capsys)
+    assert code == 0 and seen["settings"].simulator == "mujoco" and seen["settings"].host
+    code, _, err = run_cli(["train", "maml", "--simulator", "mujoco", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "argument --simulator" in err and "navigation2d" in err
+    code, _, err = run_cli(["train", "maml", "--env", "halfcheetah_vel", "--simulator", "mujoco", "--seeds", "2",
+                            "--out", str(tmp_path)], capsys)
+    assert code == 2 and "argument --seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tuple_flags_parse_by_their_element_type(tmp_path, capsys, monkeypatch):
+    from jaxmeta import driver
+
+    seen = {}
+    monkeypatch.setattr(driver, "train", lambda settings, run_dir, **kw: seen.update(settings=settings))
+    code, _, err = run_cli(["train", "snail", "--blocks", "tc,tc,attn", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert seen["settings"].config.blocks == ("tc", "tc", "attn")
+    code, _, err = run_cli(["train", "snail", "--blocks", "tc,gru", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "argument --blocks" in err
+
+
+def test_unknown_env_with_an_env_flag_names_the_env(tmp_path, capsys):
+    code, _, err = run_cli(["train", "maml", "--env", "navigation3d", "--horizon", "5", "--out", str(tmp_path)],
+                           capsys)
+    assert code == 2 and "argument --env: unknown environment 'navigation3d'" in err
 
 
 def test_promp_trains_from_the_maml_spelling(tmp_path, capsys):
@@ -112,4 +148,6 @@ def test_promp_trains_from_the_maml_spelling(tmp_path, capsys):
         capsys,
     )
     assert code == 0
-    assert json.loads((tmp_path / "p" / "config.json").read_text())["algorithm"] == "promp"
+    saved = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert saved["algorithm"] == "maml" and saved["config"]["outer"] == "promp"
+    assert saved["config"]["inner_estimator"] == "lvc"

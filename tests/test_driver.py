@@ -12,12 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmeta import checkpoint as ckpt
-from jaxmeta import cli, envs
-from jaxmeta import train as driver
+from jaxmeta import cli, driver, envs
 from jaxmeta.algorithms import MAMLConfig, RL2Config, maml, registry
-from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
+from jaxmeta.algorithms.base import Algorithm
 from jaxmeta.algorithms.registry import AlgorithmSpec
+from jaxmeta.driver import RunSettings
+from jaxmeta.driver import checkpoint as ckpt
+from jaxmeta.types import AdaptationCurve
 from conftest import run_cli  # noqa: E402  (tests/ is on sys.path under pytest)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +55,14 @@ def toy_spec(nan_at: int | None = None, nan_in: str = "metric") -> AlgorithmSpec
     """A 3-parameter quadratic learner that compiles in milliseconds; it can inject a NaN
     into its loss metric or into its updated parameters at meta-iteration `nan_at`."""
 
-    def build(env, config):
+    def build(env, config, collector=None):
         def init(key):
             return {"w": jax.random.normal(key, (3,)), "step": jnp.zeros((), jnp.int32)}
 
-        def train_step(state, key):
-            target = jax.random.normal(key, (3,))
+        def sample(state, key):
+            return jax.random.normal(key, (3,))  # the batch: a target
+
+        def update(state, target):
             loss, g = jax.value_and_grad(lambda w: jnp.sum((w - target) ** 2))(state["w"])
             w = state["w"] - 0.1 * g
             if nan_at is not None:
@@ -74,17 +77,31 @@ def toy_spec(nan_at: int | None = None, nan_in: str = "metric") -> AlgorithmSpec
             r = -jnp.sum(state["w"] ** 2)
             return AdaptationCurve(jnp.stack([r, r]), jnp.stack([r, r])[None].repeat(2, 0))
 
-        return Algorithm(init, train_step, evaluate)
+        return Algorithm(init, sample, update, evaluate)
 
     return AlgorithmSpec("toy", MAMLConfig, build, "navigation2d", ("navigation2d",))
 
 
+@pytest.fixture
+def toy(monkeypatch):
+    """Registers the toy learner as "toy"; returns settings for it (nan_at, nan_in, num_batches, ...)."""
+
+    def settings(nan_at=None, nan_in="metric", **kw):
+        monkeypatch.setitem(registry.REGISTRY, "toy", toy_spec(nan_at, nan_in))
+        return RunSettings("toy", config=MAMLConfig(), **{"checkpoint_every": 0, **kw})
+
+    return settings
+
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
 @pytest.mark.parametrize("nan_in,quantity", [("metric", "metric 'loss'"), ("update", "updated state ['w']")])
-def test_nan_stops_the_run_and_keeps_last_good_checkpoint(tmp_path, nan_in, quantity):
+def test_nan_stops_the_run_and_keeps_last_good_checkpoint(tmp_path, toy, nan_in, quantity):
     run = tmp_path / "run"
+    settings = toy(nan_at=5, nan_in=nan_in, num_batches=10, checkpoint_every=2)
     with pytest.raises(driver.NonFiniteError) as e:
-        driver.train(toy_spec(nan_at=5, nan_in=nan_in), None, MAMLConfig(), num_batches=10, run_dir=run,
-                     checkpoint_every=2, progress=False, log=lambda s: None)
+        driver.train(settings, run, **QUIET)
     msg = str(e.value)
     assert "meta-iteration 5" in msg and quantity in msg and "meta-iteration 4) is kept" in msg
     assert ckpt.latest_iteration(run) == 4
@@ -92,49 +109,75 @@ def test_nan_stops_the_run_and_keeps_last_good_checkpoint(tmp_path, nan_in, quan
     assert np.all(np.isfinite(checkpoint_arrays(run, 4)["leaf_00001"]))
     # the kept checkpoint resumes; the injected NaN fires again at the same iteration
     with pytest.raises(driver.NonFiniteError, match="meta-iteration 5"):
-        driver.train(toy_spec(nan_at=5, nan_in=nan_in), None, MAMLConfig(), num_batches=10, run_dir=run,
-                     resume=True, progress=False, log=lambda s: None)
+        driver.train(settings, run, resume=True, **QUIET)
 
 
 def test_nan_through_cli_is_one_line_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(registry.REGISTRY, "maml", toy_spec(nan_at=2))
+    spec = toy_spec(nan_at=2)
+    monkeypatch.setitem(registry.REGISTRY, "maml", AlgorithmSpec("maml", MAMLConfig, spec.build, "navigation2d",
+                                                                  ("navigation2d",)))
     code, out, err = run_cli(["train", "maml", "--out", str(tmp_path), "--name", "n", "--num-batches", "5",
                               "--no-progress", "--horizon", "5"], capsys)
     assert code == 1 and "non-finite value at meta-iteration 2: metric 'loss'" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_sigterm_checkpoints_then_stops_and_resume_finishes(tmp_path):
+def test_sigterm_checkpoints_then_stops_and_resume_finishes(tmp_path, toy):
     run = tmp_path / "run"
-    spec = toy_spec()
+    settings = toy(num_batches=6)
 
     def send_term(rows):
         if rows[0]["iteration"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(driver.TrainingInterrupted) as e:
-        driver.train(spec, None, MAMLConfig(), num_batches=6, run_dir=run, progress=False, callback=send_term,
-                     log=lambda s: None)
+        driver.train(settings, run, callback=send_term, **QUIET)
     assert e.value.signum == signal.SIGTERM and "--resume" in str(e.value)
     assert ckpt.latest_iteration(run) == 3 and not (run / "final_table.json").exists()
-    resumed = driver.train(spec, None, MAMLConfig(), num_batches=6, run_dir=run, resume=True, progress=False,
-                           log=lambda s: None)
-    straight = driver.train(spec, None, MAMLConfig(), num_batches=6, run_dir=tmp_path / "straight", progress=False,
-                            log=lambda s: None)
+    resumed = driver.train(settings, run, resume=True, **QUIET)
+    straight = driver.train(settings, tmp_path / "straight", **QUIET)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
     assert strip(resumed.metrics) == strip(straight.metrics) and len(resumed.metrics) == 6
     assert np.array_equal(resumed.state["w"], straight.state["w"])
     assert rows_without_wall(run) == strip(straight.metrics)
 
 
-def test_signature_mismatch_is_a_clear_error(tmp_path):
+def test_signature_mismatch_is_a_clear_error(tmp_path, toy):
     run = tmp_path / "run"
-    driver.train(toy_spec(), None, MAMLConfig(), num_batches=2, run_dir=run, progress=False, log=lambda s: None)
+    driver.train(toy(num_batches=2), run, **QUIET)
     target = {"state": {"w": jnp.zeros(4), "step": jnp.zeros((), jnp.int32)}, "k_train": np.zeros(2, np.uint32)}
     with pytest.raises(ckpt.CheckpointError, match=r"different training state.*\['w'\] is \(3,\) float32 in the checkpoint, \(4,\)"):
         ckpt.restore(run, target, {})
     with pytest.raises(ckpt.CheckpointError, match="seed is 0 in the checkpoint but 5 here"):
         ckpt.restore(run, target, {"seed": 5})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("num_batches", 0), ("num_batches", 2.5), ("seed", -1), ("num_seeds", 0), ("checkpoint_every", -1),
+    ("simulator", "bullet"), ("env", "bandit"), ("algorithm", "sac"), ("config", RL2Config()),
+    ("env_kwargs", {"horizon": 0}), ("env_kwargs", {"not_a_field": 1}),
+])
+def test_run_settings_are_validated_once_naming_the_field(field, value):
+    from jaxmeta import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        RunSettings(**{"algorithm": "maml", field: value})
+    assert e.value.field in (field, "horizon"), (e.value.field, str(e.value))
+
+
+def test_run_settings_host_simulator_rules():
+    from jaxmeta import ConfigError
+
+    s = RunSettings("rl2", "halfcheetah_vel", {"horizon": 10}, simulator="mujoco")
+    assert s.host and s.identity()["simulator"] == "mujoco"
+    with pytest.raises(ConfigError, match="simulator 'mujoco' runs halfcheetah_vel") as e:
+        RunSettings("maml", "navigation2d", simulator="mujoco")
+    assert e.value.field == "simulator"
+    with pytest.raises(ConfigError, match="one seed at a time") as e:
+        RunSettings("maml", "halfcheetah_vel", simulator="mujoco", num_seeds=2)
+    assert e.value.field == "num_seeds"
+    # a round trip through config.json's form gives the same settings
+    assert RunSettings.from_json(json.loads(json.dumps(s.to_json()))) == s
 
 
 # --------------------------------------------------------------------------- MAML runs
@@ -188,17 +231,15 @@ def test_checkpoint_of_another_algorithm_is_clear_error(finished_run, tmp_path, 
     code, _, err = run_cli(["train", "rl2", "--resume", str(run), "--no-progress"], capsys)
     assert code == 2 and "run of 'maml', not 'rl2'" in err and snapshot(run) == before
     # in the library: the checkpoint's metadata and arrays are checked before anything is written
-    env = envs.make("bandit", num_arms=3)
     config = RL2Config(meta_batch_size=2, episodes_per_trial=2, hidden_size=4, num_eval_tasks=2, num_minibatches=1)
     with pytest.raises(ckpt.CheckpointError, match="algorithm is 'maml' in the checkpoint but 'rl2' here"):
-        driver.train(registry.get("rl2"), env, config, num_batches=6, run_dir=run, resume=True, progress=False,
-                     env_name="navigation2d", env_kwargs={"horizon": 10})
+        driver.train(RunSettings("rl2", "navigation2d", {"horizon": 10}, config, num_batches=6), run, resume=True,
+                     progress=False)
     # same algorithm, another config (other shapes)
+    other = MAMLConfig(meta_batch_size=4, num_episodes=2, hidden_sizes=(8,), num_eval_tasks=4)
     with pytest.raises(ckpt.CheckpointError, match="config is"):
-        driver.train(registry.get("maml"), envs.make("navigation2d", horizon=10),
-                     MAMLConfig(meta_batch_size=4, num_episodes=2, hidden_sizes=(8,), num_eval_tasks=4),
-                     num_batches=6, run_dir=run, resume=True, progress=False, env_name="navigation2d",
-                     env_kwargs={"horizon": 10})
+        driver.train(RunSettings("maml", "navigation2d", {"horizon": 10}, other, num_batches=6), run, resume=True,
+                     progress=False)
     assert snapshot(run) == before
 
 
@@ -208,9 +249,9 @@ def test_kill_9_then_resume_is_bitwise_identical(tmp_path):
     # an uninterrupted reference run, alongside the run we kill
     ref = subprocess.Popen([sys.executable, "-m", "jaxmeta.cli", *args, "--name", "ref"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    slow = ("import sys, time\nfrom jaxmeta import cli, train\norig = train.train\n"
+    slow = ("import sys, time\nfrom jaxmeta import cli, driver\norig = driver.train\n"
             "def slow(*a, **k):\n    k['callback'] = lambda rows: time.sleep(0.5)\n    return orig(*a, **k)\n"
-            "train.train = slow\nsys.exit(cli.main(sys.argv[1:]))\n")
+            "driver.train = slow\nsys.exit(cli.main(sys.argv[1:]))\n")
     victim = subprocess.Popen([sys.executable, "-c", slow, *args, "--name", "killed"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     run = tmp_path / "killed"

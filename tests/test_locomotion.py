@@ -20,8 +20,8 @@ DT = 0.05
 
 def test_modules_import_without_brax_or_mujoco():
     code = (
-        "import sys, jaxmeta, jaxmeta.envs.locomotion, jaxmeta.envs.host, "
-        "jaxmeta.algorithms.maml_host, jaxmeta.algorithms.promp\n"
+        "import sys, jaxmeta, jaxmeta.envs.locomotion, jaxmeta.envs.mujoco, jaxmeta.host, jaxmeta.driver, "
+        "jaxmeta.cli\n"
         "from jaxmeta.envs import make\n"
         "env = make('halfcheetah_vel', horizon=100)\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('brax', 'mujoco', 'gymnasium')]\n"
@@ -119,7 +119,7 @@ def test_ant_rewards_match_hand_computation():
 def test_mujoco_host_rewards_match_hand_computation():
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium")
-    from jaxmeta.envs.host import MujocoLocomotion
+    from jaxmeta.envs.mujoco import MujocoLocomotion
 
     env = HalfCheetahVel(horizon=5)
     sim = MujocoLocomotion(env, 4)
@@ -141,34 +141,35 @@ def test_mujoco_host_rewards_match_hand_computation():
         np.testing.assert_allclose(obs, np.concatenate([qpos[:, 1:], qvel], -1), rtol=1e-5, atol=1e-6)
 
 
-def test_same_maml_learner_on_brax_and_through_host_adapter():
+def test_same_learners_on_brax_and_on_native_mujoco():
     pytest.importorskip("brax")
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium")
-    from jaxmeta.algorithms.maml import MAML, MAMLConfig
-    from jaxmeta.algorithms.maml_host import HostMAML
-    from jaxmeta.envs.host import MujocoLocomotion
+    import jaxmeta
+    from jaxmeta.algorithms import RL2Config
+    from jaxmeta.algorithms.maml import MAMLConfig
+    from jaxmeta.host import make_collector
 
     env = HalfCheetahVel(horizon=5, backend="spring")
     config = MAMLConfig(hidden_sizes=(8,), meta_batch_size=2, num_episodes=3, num_eval_tasks=2)
-    m = MAML(env, env.task_distribution(), config)
-    state = m.init(jax.random.PRNGKey(0))
+    brax = jaxmeta.maml(env, config=config)
+    mujoco = jaxmeta.maml(env, config=config, collector=make_collector(env, "mujoco", config.envs_per_batch))
+    state = brax.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(1)
 
     # Brax: everything in one XLA program
-    brax_state, brax_met = jax.jit(m.train_step)(state, key)
-    # MuJoCo: env in Python, policy/processing/update jitted -- the same MAML object
-    host = HostMAML(m, MujocoLocomotion(env, config.meta_batch_size * config.num_episodes))
-    _, train, valid = host.sample(state.meta, key)
-    ref = jax.eval_shape(m.sample, state.meta, key)[1:]
-    for got, want in zip(jax.tree.leaves((train, valid)), jax.tree.leaves(ref)):
+    brax_state, brax_met = jax.jit(brax.train_step)(state, key)
+    # MuJoCo: env in Python, policy and processing jitted -- the same MAML, other collector
+    batch = mujoco.sample(state, key)
+    ref = jax.eval_shape(brax.sample, state, key)
+    for got, want in zip(jax.tree.leaves(batch), jax.tree.leaves(ref)):
         assert got.shape == want.shape and got.dtype == want.dtype
     # the recorded log-probs are the acting policy's
-    t0 = jax.tree.map(lambda x: x[0, 0], train.traj)
-    np.testing.assert_allclose(t0.log_prob, m.policy.log_prob(state.meta["policy"], t0.obs, t0.action),
+    t0 = jax.tree.map(lambda x: x[0, 0], batch.train.traj)
+    np.testing.assert_allclose(t0.log_prob, brax.sample.__self__.policy.log_prob(state.meta.policy, t0.obs, t0.action),
                                rtol=1e-4, atol=1e-4)
-    assert float(jnp.min(valid.traj.valid)) == 1.0
-    host_state, host_met = host.train_step(state, key)
+    assert float(jnp.min(batch.valid.traj.valid)) == 1.0
+    host_state, host_met = jax.jit(mujoco.update)(state, batch)
     assert set(host_met) == set(brax_met)
     for met in (brax_met, host_met):
         assert bool(met["accepted"]) and 0 < float(met["kl"]) <= config.max_kl
@@ -176,3 +177,13 @@ def test_same_maml_learner_on_brax_and_through_host_adapter():
     for new in (brax_state, host_state):
         moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.meta, state.meta))
         assert max(moved) > 0
+
+    # RL^2 on the same simulator, through the same collector protocol
+    rl2_config = RL2Config(episodes_per_trial=2, hidden_size=8, meta_batch_size=2, num_minibatches=1,
+                           num_eval_tasks=2)
+    rl2 = jaxmeta.rl2(env, config=rl2_config, collector=make_collector(env, "mujoco", rl2_config.envs_per_batch))
+    s0 = rl2.init(jax.random.PRNGKey(0))
+    trials = rl2.sample(s0, key)
+    assert trials.traj.inputs.shape == (10, 2, 17 + 6 + 2)
+    s1, m1 = jax.jit(rl2.update)(s0, trials)
+    assert np.isfinite(float(m1["trial_reward"])) and int(s1.step) == 1

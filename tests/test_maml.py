@@ -7,8 +7,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from jaxmeta import ConfigError
-from jaxmeta.algorithms.maml import MAML, MAMLConfig, _tree_index
+from jaxmeta.algorithms.maml import MAML, MAMLConfig, parts
 from jaxmeta.envs import Navigation2D
+from jaxmeta.rollout import rollout_episodes
 
 SMALL = dict(hidden_sizes=(8, 8), meta_batch_size=3, num_episodes=4, num_eval_tasks=4)
 
@@ -22,22 +23,30 @@ def to64(tree):
     return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+def _tree_index(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
 def sampled(m, seed=0):
-    meta = m.init(jax.random.PRNGKey(seed)).meta
-    _, train, valid = m.sample(meta, jax.random.PRNGKey(seed + 1))
-    return meta, train, valid
+    state = m.init(jax.random.PRNGKey(seed))
+    return state.meta, m.sample(state, jax.random.PRNGKey(seed + 1))
+
+
+def trpo_update(m, meta, batch):
+    meta, _, info = m.outer.update(m, meta, (), batch)
+    return meta, info
 
 
 @pytest.mark.parametrize("steps,meta_sgd", [(1, False), (2, False), (1, True), (2, True)])
 def test_meta_gradient_matches_central_finite_differences(steps, meta_sgd):
     with jax.enable_x64(True):
         m = build(num_inner_steps=steps, meta_sgd=meta_sgd, inner_lr=0.5)
-        meta, train, valid = to64(sampled(m))
+        meta, batch = to64(sampled(m))
         flat, unravel = ravel_pytree(meta)
-        loss = jax.jit(lambda f: m.outer_loss(unravel(f), train, valid))
-        grad = jax.grad(lambda f: m.outer_loss(unravel(f), train, valid))(flat)
+        loss = jax.jit(lambda f: m.outer_loss(unravel(f), batch))
+        grad = jax.grad(lambda f: m.outer_loss(unravel(f), batch))(flat)
         fo = MAML(m.env, m.tasks, dataclasses.replace(m.config, first_order=True))
-        grad_fo = jax.grad(lambda f: fo.outer_loss(unravel(f), train, valid))(flat)
+        grad_fo = jax.grad(lambda f: fo.outer_loss(unravel(f), batch))(flat)
         eps = 1e-6
         errs, fo_errs = [], []
         for i in range(4):
@@ -53,41 +62,42 @@ def test_meta_gradient_matches_central_finite_differences(steps, meta_sgd):
 
 def test_first_order_equals_stopped_inner_gradient():
     m = build(first_order=True)
-    meta, train, valid = sampled(m)
+    meta, batch = sampled(m)
 
     def manual(meta):
         def one(tr, va):
-            p = meta["policy"]
+            p = meta.policy
             g = jax.lax.stop_gradient(jax.grad(m.inner_loss)(p, _tree_index(tr, 0)))
             p = jax.tree.map(lambda x, gx: x - m.config.inner_lr * gx, p, g)
             return m.policy.apply(p, va.traj.obs)
 
-        return m.surrogate_from_outputs(jax.vmap(one)(train, valid), valid)
+        return m.surrogate_from_outputs(jax.vmap(one)(batch.train, batch.valid), batch.valid)
 
-    got = ravel_pytree(jax.grad(m.outer_loss)(meta, train, valid))[0]
+    got = ravel_pytree(jax.grad(m.outer_loss)(meta, batch))[0]
     ref = ravel_pytree(jax.grad(manual)(meta))[0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
-    second = ravel_pytree(jax.grad(build().outer_loss)(meta, train, valid))[0]
+    second = ravel_pytree(jax.grad(build().outer_loss)(meta, batch))[0]
     assert float(jnp.linalg.norm(second - got)) > 1e-4 * float(jnp.linalg.norm(got))
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_inner_steps": 2, "meta_sgd": True}, {"first_order": True}])
 def test_fisher_vector_product_is_hessian_of_kl_through_adaptation(kw):
     m = build(**kw)
-    meta, train, valid = sampled(m)
+    meta, batch = sampled(m)
+    valid = batch.valid
     flat, unravel = ravel_pytree(meta)
-    out0, jvp, vjp = m.linearize_adaptation(meta, train, valid)
+    out0, jvp, vjp = m.linearize_adaptation(meta, batch)
     kl_grad = jax.grad(lambda o: m.kl_from_outputs(out0, o, valid))
     v = jax.random.normal(jax.random.PRNGKey(7), flat.shape)
     mjv = jax.jvp(kl_grad, (out0,), (jvp(unravel(v)),))[1]
     fast = ravel_pytree(vjp(mjv))[0]
-    kl = lambda f: m.kl_from_outputs(out0, m.adapted_outputs(unravel(f), train, valid), valid)
+    kl = lambda f: m.kl_from_outputs(out0, m.adapted_outputs(unravel(f), batch), valid)
     ref = jax.jvp(jax.grad(kl), (flat,), (v,))[1]  # double backward through adaptation
     np.testing.assert_allclose(fast, ref, rtol=2e-3, atol=1e-6 * float(jnp.max(jnp.abs(ref))))
     # the vjp of the linearisation is the gradient of the outer loss
     g_out = jax.grad(m.surrogate_from_outputs)(out0, valid)
     np.testing.assert_allclose(
-        ravel_pytree(vjp(g_out))[0], ravel_pytree(jax.grad(m.outer_loss)(meta, train, valid))[0],
+        ravel_pytree(vjp(g_out))[0], ravel_pytree(jax.grad(m.outer_loss)(meta, batch))[0],
         rtol=1e-4, atol=1e-7,
     )
 
@@ -95,24 +105,24 @@ def test_fisher_vector_product_is_hessian_of_kl_through_adaptation(kw):
 @pytest.mark.parametrize("kw", [{}, {"meta_sgd": True, "num_inner_steps": 2}])
 def test_trpo_step_respects_kl_through_adaptation_and_improves(kw):
     m = build(**kw)
-    meta, train, valid = sampled(m)
-    new_meta, info = jax.jit(m.trpo_update)(meta, train, valid)
+    meta, batch = sampled(m)
+    new_meta, info = jax.jit(lambda me, b: trpo_update(m, me, b))(meta, batch)
     assert bool(info["accepted"])
-    out_old = m.adapted_outputs(meta, train, valid)
-    out_new = m.adapted_outputs(new_meta, train, valid)
-    kl = m.kl_from_outputs(out_old, out_new, valid)
+    out_old = m.adapted_outputs(meta, batch)
+    out_new = m.adapted_outputs(new_meta, batch)
+    kl = m.kl_from_outputs(out_old, out_new, batch.valid)
     assert 0.0 < float(kl) <= m.config.max_kl
-    assert float(m.outer_loss(new_meta, train, valid)) < float(m.outer_loss(meta, train, valid))
+    assert float(m.outer_loss(new_meta, batch)) < float(m.outer_loss(meta, batch))
 
 
 def test_jit_equals_no_jit():
     # float64: CG on a tiny, ill-conditioned problem amplifies float32 rounding differences.
     with jax.enable_x64(True):
-        m = build(num_inner_steps=2)
-        state = to64(m.init(jax.random.PRNGKey(0)))
+        algo = build(num_inner_steps=2).algorithm()
+        state = to64(algo.init(jax.random.PRNGKey(0)))
         key = jax.random.PRNGKey(5)
-        s1, met1 = m.train_step(state, key)
-        s2, met2 = jax.jit(m.train_step)(state, key)
+        s1, met1 = algo.train_step(state, key)
+        s2, met2 = jax.jit(algo.train_step)(state, key)
     assert int(met1["ls_steps"]) == int(met2["ls_steps"]) and bool(met1["accepted"])
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
@@ -125,15 +135,42 @@ def test_vmap_over_tasks_equals_python_loop():
     meta = m.init(jax.random.PRNGKey(0)).meta
     tasks = m.tasks.sample_batch(jax.random.PRNGKey(1), 3)
     keys = jax.random.split(jax.random.PRNGKey(2), 3)
-    train, valid = jax.vmap(m.sample_task, in_axes=(None, 0, 0))(meta, tasks, keys)
-    outs = m.adapted_outputs(meta, train, valid)
+    traj = m.collector.episodes(m.policy.act, meta.policy, tasks, keys, m.config.num_episodes)
+    episodes = m.process_tasks(traj)
+    lr = m.step_sizes(meta)
+    adapted = m.adapt_tasks(meta.policy, lr, episodes, params_axis=None)
+    batch = m.sample(m.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(3))
+    outs = m.adapted_outputs(meta, batch)
     for i in range(3):
-        tr_i, va_i = m.sample_task(meta, _tree_index(tasks, i), keys[i])
-        for a, b in zip(jax.tree.leaves((tr_i, va_i)), jax.tree.leaves(_tree_index((train, valid), i))):
+        task_i = _tree_index(tasks, i)
+        traj_i = rollout_episodes(m.env, m.policy.act, meta.policy, task_i, keys[i], m.config.num_episodes)
+        ep_i = m.process(traj_i)
+        for a, b in zip(jax.tree.leaves(ep_i), jax.tree.leaves(_tree_index(episodes, i))):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        p_i = m.adapt_step(meta.policy, lr, ep_i, first_order=True)
+        for a, b in zip(jax.tree.leaves(p_i), jax.tree.leaves(_tree_index(adapted, i))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        tr_i, va_i = _tree_index(batch.train, i), _tree_index(batch.valid, i)
         mean_i, log_std_i = m.policy.apply(m.adapt(meta, tr_i), va_i.traj.obs)
         np.testing.assert_allclose(outs[0][i], mean_i, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(outs[1][i], log_std_i, rtol=1e-6)
+
+
+def test_sample_collects_each_inner_batch_with_the_policy_adapted_so_far():
+    m = build(num_inner_steps=2)
+    state = m.init(jax.random.PRNGKey(0))
+    batch = m.sample(state, jax.random.PRNGKey(1))
+    assert batch.train.traj.reward.shape[:2] == (3, 2) and batch.valid.traj.reward.shape[0] == 3
+    # the recorded log-probabilities are those of the policy adapted by the earlier steps
+    for i in range(3):
+        tr = _tree_index(batch.train, i)
+        params = state.meta.policy
+        for k in range(2):
+            t = _tree_index(tr, k).traj
+            np.testing.assert_allclose(t.log_prob, m.policy.log_prob(params, t.obs, t.action), rtol=1e-4, atol=1e-4)
+            params = m.adapt_step(params, m.step_sizes(state.meta), _tree_index(tr, k), first_order=True)
+        t = _tree_index(batch.valid, i).traj
+        np.testing.assert_allclose(t.log_prob, m.policy.log_prob(params, t.obs, t.action), rtol=1e-4, atol=1e-4)
 
 
 def test_evaluate_curve_shape_and_is_deterministic():
@@ -147,9 +184,9 @@ def test_evaluate_curve_shape_and_is_deterministic():
 
 
 def test_adam_outer_loop_step():
-    m = build(outer="adam", outer_lr=1e-2)
-    state = m.init(jax.random.PRNGKey(0))
-    new, metrics = jax.jit(m.train_step)(state, jax.random.PRNGKey(1))
+    algo = build(outer="adam", outer_lr=1e-2).algorithm()
+    state = algo.init(jax.random.PRNGKey(0))
+    new, metrics = jax.jit(algo.train_step)(state, jax.random.PRNGKey(1))
     assert int(new.step) == 1 and np.isfinite(float(metrics["loss_before"]))
     moved = ravel_pytree(new.meta)[0] - ravel_pytree(state.meta)[0]
     assert 0 < float(jnp.max(jnp.abs(moved))) <= 1.01e-2  # Adam's step is bounded by the lr
@@ -168,16 +205,21 @@ BAD_VALUES = {
     "gamma": [1.5, -0.1],
     "gae_lambda": [2.0],
     "normalize_advantages": [None],
-    "outer": ["sgd"],
+    "outer": ["sgd", "ppo"],
     "max_kl": [0.0, -1.0],
     "cg_iters": [0],
     "cg_damping": [-1e-5],
     "ls_max_steps": [0],
     "ls_backtrack_ratio": [0.0, 1.0],
     "outer_lr": [0.0],
+    "num_promp_steps": [0],
+    "clip_eps": [0.0, 1.0],
+    "init_inner_kl_penalty": [-1.0],
+    "adaptive_inner_kl_penalty": ["no"],
+    "target_inner_step": [0.0],
     "num_eval_tasks": [0],
     "eval_seed": [-1],
-    "inner_estimator": ["reinforce", None],
+    "inner_estimator": ["reinforce", 3],
 }
 
 
@@ -187,8 +229,52 @@ def test_every_config_field_has_a_bad_value_case():
 
 @pytest.mark.parametrize("field,value", [(f, v) for f, vs in BAD_VALUES.items() for v in vs])
 def test_config_rejects_bad_values(field, value):
-    with pytest.raises(ConfigError, match=field):
-        MAMLConfig(**{field: value})
+    outer = "promp" if field in parts_fields("promp") else "trpo"
+    with pytest.raises(ConfigError, match=field) as e:
+        MAMLConfig(**{field: value, **({"outer": outer} if field != "outer" else {})})
+    assert e.value.field == field
+
+
+def parts_fields(outer):
+    from jaxmeta.algorithms.maml.core import OUTER_FIELDS
+
+    return OUTER_FIELDS[outer]
+
+
+@pytest.mark.parametrize("outer,field,value", [
+    ("adam", "max_kl", 0.05), ("adam", "cg_iters", 20), ("trpo", "outer_lr", 3e-4), ("trpo", "clip_eps", 0.2),
+    ("promp", "ls_max_steps", 3), ("adam", "num_promp_steps", 2),
+])
+def test_settings_of_another_outer_update_are_refused(outer, field, value):
+    with pytest.raises(ConfigError, match=f"{field} is a setting of outer") as e:
+        MAMLConfig(outer=outer, **{field: value})
+    assert e.value.field == field
+
+
+def test_outer_update_defaults():
+    assert (MAMLConfig().meta_batch_size, MAMLConfig().inner_estimator) == (20, "vpg")
+    assert (MAMLConfig(outer="adam").meta_batch_size, MAMLConfig(outer="adam").inner_estimator) == (20, "vpg")
+    promp = MAMLConfig(outer="promp")
+    assert (promp.meta_batch_size, promp.inner_estimator) == (40, "lvc")
+    assert MAMLConfig(outer="promp", meta_batch_size=8, inner_estimator="vpg").meta_batch_size == 8
+
+
+def test_parts_follow_the_config_and_can_be_replaced():
+    m = build(meta_sgd=True)
+    params = m.policy.init(jax.random.PRNGKey(0))
+    lr = m.step_size.init(params)
+    assert jax.tree.structure(lr) == jax.tree.structure(params)  # learned per parameter
+    fixed = build().step_size
+    assert fixed.init(params) is None
+    rates = fixed.apply(None, params)  # a scalar broadcast to every parameter
+    assert all(r.shape == p.shape and float(r.max()) == float(r.min()) == float(np.float32(0.1))
+               for r, p in zip(jax.tree.leaves(rates), jax.tree.leaves(params)))
+    # a user-supplied part replaces the config's: an Adam outer update on a TRPO config
+    custom = MAML(m.env, m.tasks, MAMLConfig(**SMALL), outer=parts.adam(1e-2))
+    state = custom.init(jax.random.PRNGKey(0))
+    assert jax.tree.leaves(state.opt_state)  # Adam state, not TRPO's ()
+    new, metrics = jax.jit(custom.algorithm().train_step)(state, jax.random.PRNGKey(1))
+    assert "kl" not in metrics and "grad_norm" in metrics and int(new.step) == 1
 
 
 def test_maml_rejects_discrete_action_env():
@@ -207,7 +293,7 @@ def test_maml_learns_to_adapt_on_navigation():
     state = m.init(jax.random.PRNGKey(0))
     evaluate = jax.jit(m.evaluate)
     untrained = evaluate(state, jax.random.PRNGKey(99)).returns  # [pre, post]
-    step = jax.jit(m.train_step)
+    step = jax.jit(m.algorithm().train_step)
     key = jax.random.PRNGKey(1)
     for _ in range(12):
         key, sub = jax.random.split(key)
@@ -217,11 +303,11 @@ def test_maml_learns_to_adapt_on_navigation():
     assert post > float(untrained[0]) + 10.0 and post > float(untrained[1]) + 10.0, (untrained, post)
 
 
-@pytest.mark.parametrize("kw", [{}, {"meta_sgd": True}, {"outer": "adam"}])
+@pytest.mark.parametrize("kw", [{}, {"meta_sgd": True}, {"outer": "adam"}, {"outer": "promp"}])
 def test_train_step_keeps_state_types_so_jit_compiles_once(kw):
     m = build(**kw)
     state = m.init(jax.random.PRNGKey(0))
-    step = jax.jit(m.train_step)
+    step = jax.jit(m.algorithm().train_step)
     new, _ = step(state, jax.random.PRNGKey(1))
     avals = lambda s: jax.tree.map(lambda x: (x.shape, x.dtype, x.weak_type), s)
     assert avals(new) == avals(state)

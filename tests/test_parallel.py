@@ -13,6 +13,7 @@ import pytest
 
 from jaxmeta import envs, parallel
 from jaxmeta.algorithms import MAMLConfig, maml
+from jaxmeta.driver import seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--env", "navigation2d", "--meta-batch-size", "4", "--num-episodes", "2", "--hidden-sizes", "16",
@@ -37,6 +38,7 @@ SHARDED = r"""
 import json, sys, jax, jax.numpy as jnp, numpy as np
 from jaxmeta import envs, parallel
 from jaxmeta.algorithms import MAMLConfig, maml
+from jaxmeta.driver import seeds
 assert jax.device_count() == 4, jax.devices()
 env = envs.make("navigation2d", horizon=10)
 diff = lambda a, b: max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -45,7 +47,6 @@ for outer in ("adam", "trpo", "trpo64"):
   with jax.enable_x64(outer == "trpo64"):
     config = MAMLConfig(meta_batch_size=8, num_episodes=2, hidden_sizes=(16,), num_eval_tasks=4, outer=outer[:4])
     algo = maml(env, config=config)
-    learner = algo.train_step.__self__
     state = algo.init(jax.random.PRNGKey(0))
     if outer == "trpo64":  # float64: no rounding for conjugate gradient to amplify
         state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
@@ -56,7 +57,7 @@ for outer in ("adam", "trpo", "trpo64"):
         step = jax.jit(algo.train_step, out_shardings=parallel.replicated(mesh))
         sharded_state, sharded_m = step(state, key)
         hlo = step.lower(state, key).compile().as_text()
-        _, train, valid = jax.jit(learner.sample)(state.meta, key)
+        valid = jax.jit(algo.sample)(state, key).valid
     results[outer] = {
         "single_devices": len(single_m["post_return"].devices()),
         "metric_diff": {k: abs(float(single_m[k]) - float(sharded_m[k])) for k in single_m},
@@ -141,7 +142,7 @@ def test_sweep_over_inner_lr_matches_separate_configs():
     tasks = env.task_distribution()
     config = MAMLConfig(meta_batch_size=4, num_episodes=2, hidden_sizes=(16,), num_eval_tasks=4, outer="adam")
     values = jnp.array([0.05, 0.5])
-    algo = parallel.sweep(lambda lr: maml(env, tasks, parallel.replace_unchecked(config, inner_lr=lr)), values)
+    algo = seeds.sweep(lambda lr: maml(env, tasks, seeds.replace_unchecked(config, inner_lr=lr)), values)
     keys = jnp.stack([jax.random.PRNGKey(0)] * 2)  # same seed: only the inner lr differs
     state = jax.jit(algo.init)(keys)
     np.testing.assert_array_equal(state.value, values)
@@ -161,4 +162,4 @@ def test_sweep_over_inner_lr_matches_separate_configs():
 
 def test_replace_unchecked_rejects_unknown_field():
     with pytest.raises(TypeError, match="no field"):
-        parallel.replace_unchecked(MAMLConfig(), not_a_field=1)
+        seeds.replace_unchecked(MAMLConfig(), not_a_field=1)

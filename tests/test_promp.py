@@ -1,14 +1,10 @@
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxmeta import ConfigError
-from jaxmeta.algorithms.maml import MAML, MAMLConfig
-from jaxmeta.algorithms.promp import ProMPConfig, make_promp
+from jaxmeta.algorithms.maml import MAML, MAMLConfig, parts
 from jaxmeta.envs import Navigation2D
 from jaxmeta.rl import episode_mean, reinforce_loss
 from jaxmeta.rl.meta_estimators import dice_loss, lvc_loss
@@ -110,88 +106,68 @@ def _maml(**kw):
 
 def test_maml_inner_estimators_share_the_gradient_and_vpg_is_unchanged():
     m = _maml()
-    meta = m.init(jax.random.PRNGKey(0)).meta
-    _, train, valid = jax.jit(m.sample)(meta, jax.random.PRNGKey(1))
-    batch = jax.tree.map(lambda x: x[0, 0], train)  # task 0, step 0
-    p = meta["policy"]
-    t = batch.traj
-    ref = reinforce_loss(m.policy.log_prob(p, t.obs, t.action), batch.advantage, t.valid, mean_fn=episode_mean)
-    assert float(m.inner_loss(p, batch)) == float(ref)
+    state = m.init(jax.random.PRNGKey(0))
+    meta = state.meta
+    batch = jax.jit(m.sample)(state, jax.random.PRNGKey(1))
+    episodes = jax.tree.map(lambda x: x[0, 0], batch.train)  # task 0, step 0
+    p = meta.policy
+    t = episodes.traj
+    ref = reinforce_loss(m.policy.log_prob(p, t.obs, t.action), episodes.advantage, t.valid, mean_fn=episode_mean)
+    assert float(m.inner_loss(p, episodes)) == float(ref)
     grads = {}
     for est in ("vpg", "lvc", "dice"):
         mi = _maml(inner_estimator=est)
-        grads[est] = ravel_pytree(jax.grad(mi.inner_loss)(p, batch))[0]
+        grads[est] = ravel_pytree(jax.grad(mi.inner_loss)(p, episodes))[0]
     np.testing.assert_allclose(grads["lvc"], grads["vpg"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grads["dice"], grads["vpg"], rtol=1e-4, atol=1e-6)
-    outer = {est: ravel_pytree(jax.jit(jax.grad(_maml(inner_estimator=est).outer_loss))(meta, train, valid))[0]
+    outer = {est: ravel_pytree(jax.jit(jax.grad(_maml(inner_estimator=est).outer_loss))(meta, batch))[0]
              for est in ("vpg", "lvc")}
     assert float(jnp.linalg.norm(outer["lvc"] - outer["vpg"])) > 1e-3 * float(jnp.linalg.norm(outer["vpg"]))
 
 
 def test_maml_trpo_runs_with_lvc_and_dice():
     for est in ("lvc", "dice"):
-        m = _maml(inner_estimator=est)
-        state = m.init(jax.random.PRNGKey(0))
-        _, met = jax.jit(m.train_step)(state, jax.random.PRNGKey(1))
+        algo = _maml(inner_estimator=est).algorithm()
+        state = algo.init(jax.random.PRNGKey(0))
+        _, met = jax.jit(algo.train_step)(state, jax.random.PRNGKey(1))
         assert bool(met["accepted"]) and np.isfinite(float(met["loss_after"]))
 
 
 # ------------------------------------------------------------------ ProMP
 def _promp(**kw):
-    env = Navigation2D(horizon=10)
-    return make_promp(env, config=ProMPConfig(**{**SMALL, **kw}))
+    return _maml(outer="promp", **kw)
 
 
 def test_promp_first_gradient_is_maml_lvc_outer_gradient():
     """At the sampling parameters the ratio is 1 (no clipping) and the KL's gradient is 0."""
     p = _promp(init_inner_kl_penalty=0.1)
+    assert p.config.inner_estimator == "lvc"  # ProMP's default inner objective
     state = p.init(jax.random.PRNGKey(0))
-    _, train, valid = jax.jit(p.sample)(state.meta, jax.random.PRNGKey(1))
-    g = jax.jit(jax.grad(lambda m: p.promp_objective(m, state.meta, state.inner_kl_penalty, train, valid)[0]))(
-        state.meta)
-    ref = jax.jit(jax.grad(p.outer_loss))(state.meta, train, valid)  # MAML's surrogate, LVC inner step
+    batch = jax.jit(p.sample)(state, jax.random.PRNGKey(1))
+    eta = state.opt_state.inner_kl_penalty
+    objective = lambda m: parts.promp_objective(p, m, state.meta, eta, batch, p.config.clip_eps)[0]
+    g = jax.jit(jax.grad(objective))(state.meta)
+    ref = jax.jit(jax.grad(p.outer_loss))(state.meta, batch)  # MAML's surrogate, LVC inner step
     np.testing.assert_allclose(ravel_pytree(g)[0], ravel_pytree(ref)[0], rtol=1e-4, atol=1e-7)
-    assert p.config.inner_estimator == "lvc"
 
 
 def test_promp_update_improves_objective_and_adapts_penalty():
     p = _promp(num_promp_steps=5, outer_lr=3e-3, adaptive_inner_kl_penalty=True, target_inner_step=1e-6)
-    state = p.init(jax.random.PRNGKey(0))
-    new, met = jax.jit(p.train_step)(state, jax.random.PRNGKey(1))
+    algo = p.algorithm()
+    state = algo.init(jax.random.PRNGKey(0))
+    new, met = jax.jit(algo.train_step)(state, jax.random.PRNGKey(1))
     assert int(new.step) == 1
     assert float(met["loss_after"]) < float(met["loss_before"])
     assert float(met["inner_kl"]) > 1e-6 * 1.5  # above target -> penalty doubled
-    np.testing.assert_allclose(new.inner_kl_penalty, 2 * state.inner_kl_penalty)
-    curve = jax.jit(p.evaluate)(new, jax.random.PRNGKey(2))
+    np.testing.assert_allclose(new.opt_state.inner_kl_penalty, 2 * state.opt_state.inner_kl_penalty)
+    curve = jax.jit(algo.evaluate)(new, jax.random.PRNGKey(2))
     assert curve.returns.shape == (2,)
 
 
-PROMP_BAD = {
-    "hidden_sizes": [()], "activation": ["x"], "init_std": [0.0], "meta_batch_size": [0],
-    "num_episodes": [0], "inner_lr": [-1.0], "num_inner_steps": [0], "inner_estimator": ["trpo"],
-    "gamma": [1.5], "gae_lambda": [-0.1], "normalize_advantages": [1], "outer_lr": [0.0],
-    "num_promp_steps": [0], "clip_eps": [0.0, 1.0], "init_inner_kl_penalty": [-1.0],
-    "adaptive_inner_kl_penalty": ["no"], "target_inner_step": [0.0], "num_eval_tasks": [0],
-    "eval_seed": [-1],
-}
-
-
-def test_every_promp_field_has_a_bad_value_case():
-    assert set(PROMP_BAD) == {f.name for f in dataclasses.fields(ProMPConfig)}
-
-
-@pytest.mark.parametrize("field,value", [(f, v) for f, vs in PROMP_BAD.items() for v in vs])
-def test_promp_config_rejects_bad_values(field, value):
-    with pytest.raises(ConfigError, match=field) as e:
-        ProMPConfig(**{field: value})
-    assert e.value.field == field
-
-
-def test_promp_is_registered():
+def test_promp_is_maml_with_another_outer_update():
     from jaxmeta.algorithms import registry
 
-    spec = registry.get("promp")
-    assert spec.config_cls is ProMPConfig and "halfcheetah_vel" in spec.envs
-    algo = spec.build(Navigation2D(horizon=5), ProMPConfig(**SMALL))
+    assert "promp" not in registry.REGISTRY  # one algorithm, one config: `maml --outer promp`
+    algo = registry.get("maml").build(Navigation2D(horizon=5), MAMLConfig(outer="promp", **SMALL))
     state = algo.init(jax.random.PRNGKey(0))
-    assert int(state.step) == 0
+    assert isinstance(state.opt_state, parts.ProMPState) and int(state.step) == 0

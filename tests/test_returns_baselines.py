@@ -1,3 +1,4 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,8 +6,10 @@ import pytest
 
 from jaxmeta.rl import (
     backtracking_line_search, conjugate_gradient, discounted_returns, episode_mean, gae,
-    fit_linear, gaussian_kl, hvp, linear_features, ppo_clip_loss, weighted_normalize,
+    fit_linear, gaussian_kl, hvp, linear_baseline, linear_features, ppo_clip_loss, reinforce_loss,
+    trpo_surrogate, weighted_mean, weighted_normalize,
 )
+from jaxmeta.rl.meta_estimators import dice_loss, lvc_loss
 
 
 def np_returns(r, d, v_T):
@@ -128,3 +131,56 @@ def test_ppo_clip_and_kl():
     kl = gaussian_kl(jnp.zeros(2), jnp.zeros(2), jnp.ones(2), jnp.log(2.0) * jnp.ones(2))
     ref = 2 * (np.log(2.0) + (1 + 1) / (2 * 4) - 0.5)
     assert float(kl) == pytest.approx(ref, rel=1e-5)
+
+
+class JitEqualsNoJit(chex.TestCase):
+    """Every rl/ function gives the same values jitted and not (chex variants)."""
+
+    def setUp(self):
+        super().setUp()
+        rng = np.random.default_rng(7)
+        self.r, self.v, self.lp, self.old, self.adv = (jnp.asarray(rng.normal(size=(9, 3)), jnp.float32)
+                                                       for _ in range(5))
+        self.d = jnp.full((9, 3), 0.95, jnp.float32)
+        self.valid = jnp.ones((9, 3), jnp.float32).at[6:, 1].set(0.0)
+        self.obs = jnp.asarray(rng.normal(size=(9, 3, 2)), jnp.float32)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_returns_and_gae(self):
+        ret = self.variant(discounted_returns)(self.r[:, 0], self.d[:, 0], 0.3)
+        np.testing.assert_allclose(ret, np_returns(np.asarray(self.r[:, 0]), np.asarray(self.d[:, 0]), 0.3),
+                                   rtol=1e-5, atol=1e-5)
+        adv = self.variant(gae, static_argnums=4)(self.r[:, 0], self.d[:, 0], self.v[:, 0], 0.3, 0.9)
+        np.testing.assert_allclose(adv, np_gae(*(np.asarray(x[:, 0]) for x in (self.r, self.d, self.v)), 0.3, 0.9),
+                                   rtol=1e-4, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_baseline(self):
+        values = self.variant(linear_baseline)(self.obs, self.r, self.valid)
+        chex.assert_shape(values, (9, 3))
+        assert float(jnp.abs(values[6:, 1]).max()) == 0.0  # padding predicts nothing
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_losses(self):
+        got = {
+            "reinforce": self.variant(reinforce_loss)(self.lp, self.adv, self.valid),
+            "trpo": self.variant(trpo_surrogate)(self.lp, self.old, self.adv, self.valid),
+            "ppo": self.variant(ppo_clip_loss, static_argnums=4)(self.lp, self.old, self.adv, self.valid, 0.2),
+            "lvc": self.variant(lvc_loss)(self.lp, self.old, self.adv, self.valid),
+            "dice": self.variant(dice_loss)(self.lp, self.adv, self.valid),
+            "normalize": self.variant(weighted_normalize)(self.adv, self.valid),
+        }
+        ratio = np.exp(np.asarray(self.lp - self.old))
+        w, a = np.asarray(self.valid), np.asarray(self.adv)
+        np.testing.assert_allclose(got["reinforce"], -np.sum(np.asarray(self.lp) * a * w) / w.sum(), rtol=1e-5)
+        np.testing.assert_allclose(got["trpo"], -np.sum(ratio * a * w) / w.sum(), rtol=1e-5)
+        clipped = np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a)
+        np.testing.assert_allclose(got["ppo"], -np.sum(clipped * w) / w.sum(), rtol=1e-5)
+        per_ep = np.sum(ratio * a * w, 0) / w.sum(0)
+        np.testing.assert_allclose(got["lvc"], -per_ep.mean(), rtol=1e-5)
+        assert abs(float(got["dice"])) < 1e-6  # DiCE's objective is 0 in value
+        assert float(jnp.abs(got["normalize"][6:, 1]).max()) == 0.0
+        np.testing.assert_allclose(weighted_mean(got["normalize"], self.valid), 0.0, atol=1e-6)
+        # the episode-mean reduction weighs every episode the same
+        ppo_ep = ppo_clip_loss(self.lp, self.old, self.adv, self.valid, 0.2, mean_fn=episode_mean)
+        np.testing.assert_allclose(ppo_ep, -(np.sum(clipped * w, 0) / w.sum(0)).mean(), rtol=1e-5)

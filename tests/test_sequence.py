@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 
 from jaxmeta.config import ConfigError
-from jaxmeta.networks.sequence import GRUPolicy, SNAILPolicy
+from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 
 T, B, D, A = 12, 3, 5, 4
 
 
 def _models():
     return {
-        "gru": GRUPolicy(input_dim=D, num_outputs=A, continuous=False, hidden_size=16),
-        "gru_gauss": GRUPolicy(input_dim=D, num_outputs=2, continuous=True, hidden_size=8),
-        "snail": SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, context=T, filters=6, key_size=5,
-                             value_size=7, blocks=("attn", "tc", "tc", "attn")),
+        "gru": GRUPolicy(input_dim=D, num_outputs=A, continuous=False, arch=GRUArchitecture(hidden_size=16)),
+        "gru_gauss": GRUPolicy(input_dim=D, num_outputs=2, continuous=True, arch=GRUArchitecture(hidden_size=8)),
+        "snail": SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, context=T,
+                             arch=SNAILArchitecture(filters=6, key_size=5, value_size=7,
+                                                    blocks=("attn", "tc", "tc", "attn"))),
     }
 
 
@@ -94,17 +95,22 @@ def test_jit_equals_no_jit(name):
 
 def test_bad_model_config_raises():
     with pytest.raises(ConfigError, match="hidden_size"):
-        GRUPolicy(input_dim=D, num_outputs=A, continuous=False, hidden_size=0)
+        GRUArchitecture(hidden_size=0)
     with pytest.raises(ConfigError, match="blocks"):
-        SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, blocks=("tc", "lstm"))
+        SNAILArchitecture(blocks=("tc", "lstm"))
     with pytest.raises(ConfigError, match="filters"):
-        SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, filters=-1)
+        SNAILArchitecture(filters=-1)
+    with pytest.raises(ConfigError, match="input_dim"):
+        GRUPolicy(input_dim=0, num_outputs=A, continuous=False)
+    with pytest.raises(ConfigError, match="context"):
+        SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, context=0)
 
 
 def test_gru_remat_changes_nothing_but_memory():
     """The rematerialised GRU gives the stored-activations GRU's (default) values and gradients."""
-    kw = dict(input_dim=D, num_outputs=A, continuous=False, hidden_size=16)
-    plain, remat = GRUPolicy(**kw), GRUPolicy(**kw, remat=True)
+    kw = dict(input_dim=D, num_outputs=A, continuous=False)
+    plain = GRUPolicy(**kw, arch=GRUArchitecture(hidden_size=16))
+    remat = GRUPolicy(**kw, arch=GRUArchitecture(hidden_size=16, remat=True))
     params = plain.init(jax.random.PRNGKey(4))
     assert jax.tree.structure(params) == jax.tree.structure(remat.init(jax.random.PRNGKey(4)))
     xs = _xs(5)
@@ -119,4 +125,4 @@ def test_gru_remat_changes_nothing_but_memory():
     g = jax.grad(loss, argnums=1)(remat, params)
     assert float(jnp.abs(g["net"]["w_h"]).max()) > 1e-3  # the recurrent weights get a gradient
     with pytest.raises(ConfigError, match="remat"):
-        GRUPolicy(**kw, remat="yes")
+        GRUArchitecture(remat="yes")

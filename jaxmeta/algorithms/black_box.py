@@ -13,26 +13,27 @@ the whole trial (the return of a step counts the rewards of later episodes of th
 trial, as in RL^2). Gradients flow back through whole trials, or through windows of
 `bptt_window` steps with the carry passed on from the previous window.
 
-Everything in `train_step` (sampling trials on a batch of tasks, advantages, the PPO
-epochs) is pure and compiles to one XLA program.
+`sample` collects a `TrialBatch` from the learner's collector (jitted environments or
+host simulators); `update` is the PPO epochs on it. With a jitted collector the whole
+train step compiles to one XLA program.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmeta.algorithms.base import AdaptationCurve, Algorithm
+from jaxmeta.algorithms.base import Algorithm
 from jaxmeta.config import ConfigError, check_bool, check_float, check_int
-from jaxmeta.envs.base import Box, action_dim
-from jaxmeta.networks.sequence import GRUPolicy, SNAILPolicy, check_snail_architecture
+from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim
+from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
-from jaxmeta.rollout import TrialTrajectory, rollout_trials, trial_episode_returns, trial_input_dim
-from jaxmeta.types import PRNGKey
+from jaxmeta.rollout import Collector, JaxCollector, TrialTrajectory, trial_episode_returns, trial_input_dim
+from jaxmeta.types import AdaptationCurve, PRNGKey
 
 
 @dataclass(frozen=True)
@@ -85,36 +86,36 @@ class BlackBoxConfig:
         """Trials per train step."""
         return self.meta_batch_size * self.trials_per_task
 
-
-@dataclass(frozen=True)
-class RL2Config(BlackBoxConfig):
-    """RL^2: a GRU policy (the paper used 256 units)."""
-
-    hidden_size: int = 256
-    remat: bool = False  # recompute the GRU gates in the backward pass: less memory traffic,
-    # faster for small GRUs over many trials on a CPU (see networks.sequence.gru_sequence)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_int("hidden_size", self.hidden_size, 1, 65_536)
-        check_bool("remat", self.remat)
+    @property
+    def envs_per_batch(self) -> int:
+        """Environments one sampled batch steps at once (one per trial)."""
+        return self.num_trials
 
 
 @dataclass(frozen=True)
-class SNAILConfig(BlackBoxConfig):
-    """SNAIL: TC blocks ("tc") and attention blocks ("attn") in the given order.
-
-    The default is the paper's bandit architecture, TC(T, 32), TC(T, 32), attention(32, 32).
-    """
-
-    blocks: tuple[str, ...] = ("tc", "tc", "attn")
-    filters: int = 32
-    key_size: int = 32
-    value_size: int = 32
+class RL2Config(GRUArchitecture, BlackBoxConfig):
+    """RL^2: PPO over trials with a GRU policy (the architecture fields are GRUArchitecture's)."""
 
     def __post_init__(self):
-        super().__post_init__()
-        check_snail_architecture(self.blocks, self.filters, self.key_size, self.value_size)
+        BlackBoxConfig.__post_init__(self)
+        GRUArchitecture.__post_init__(self)
+
+
+@dataclass(frozen=True)
+class SNAILConfig(SNAILArchitecture, BlackBoxConfig):
+    """SNAIL: PPO over trials with TC and attention blocks (fields of SNAILArchitecture)."""
+
+    def __post_init__(self):
+        BlackBoxConfig.__post_init__(self)
+        SNAILArchitecture.__post_init__(self)
+
+
+class TrialBatch(NamedTuple):
+    """What `sample` returns and `update` takes: trials of M tasks, tasks merged into
+    the batch axis, and the key of the update's minibatch shuffles."""
+
+    traj: TrialTrajectory  # leaves [T, M*E, ...]
+    key: PRNGKey
 
 
 class BlackBoxState(NamedTuple):
@@ -128,34 +129,37 @@ def trial_length(env, config: BlackBoxConfig) -> int:
 
 
 def make_model(env, config: BlackBoxConfig):
-    """The sequence policy a config describes, sized for `env`'s trials."""
+    """The sequence policy a config describes (its architecture fields), sized for `env`'s trials."""
     continuous = isinstance(env.action_space, Box)
     common = dict(input_dim=trial_input_dim(env), num_outputs=action_dim(env), continuous=continuous)
-    if isinstance(config, RL2Config):
-        return GRUPolicy(**common, hidden_size=config.hidden_size, remat=config.remat)
-    if isinstance(config, SNAILConfig):
-        return SNAILPolicy(**common, context=trial_length(env, config), blocks=config.blocks,
-                           filters=config.filters, key_size=config.key_size, value_size=config.value_size)
+    if isinstance(config, GRUArchitecture):
+        return GRUPolicy(**common, arch=config)
+    if isinstance(config, SNAILArchitecture):
+        return SNAILPolicy(**common, context=trial_length(env, config), arch=config)
     raise ConfigError(f"config must be an RL2Config or SNAILConfig, got {type(config).__name__}")
 
 
 @dataclass(frozen=True)
 class BlackBox:
-    """The pure pieces of a trial-based PPO meta-learner."""
+    """The pure pieces of a trial-based PPO meta-learner.
 
-    env: Any
-    tasks: Any  # TaskDistribution
+    `collector` (where trials come from) defaults to the env's jitted rollouts.
+    """
+
+    env: MetaEnv
+    tasks: TaskDistribution
     config: BlackBoxConfig
+    collector: Collector | None = None
+    model: Any = field(init=False, repr=False, compare=False)  # the sequence policy
 
     def __post_init__(self):
         W = self.config.bptt_window
         T = trial_length(self.env, self.config)
         if W and T % W:
             raise ConfigError(f"bptt_window must divide the trial length {T}, got {W}")
-
-    @property
-    def model(self):
-        return make_model(self.env, self.config)
+        if self.collector is None:
+            object.__setattr__(self, "collector", JaxCollector(self.env))
+        object.__setattr__(self, "model", make_model(self.env, self.config))
 
     @property
     def T(self) -> int:
@@ -174,30 +178,23 @@ class BlackBox:
         return carry, action, log_prob, value
 
     def sample_trials(self, params, tasks, key: PRNGKey, trials_per_task: int) -> TrialTrajectory:
-        """Trials on a batch of tasks: one vmapped scan. Leaves [M, T, E, ...]."""
-        n = self.config.episodes_per_trial
+        """Trials on a batch of tasks, each from a fresh memory. Leaves [M, T, E, ...]."""
         tasks = shard_tasks(tasks)
         keys = shard_tasks(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]))
-
-        def one(task, k):
-            carry = self.model.initial_carry(trials_per_task)
-            traj, _ = rollout_trials(self.env, self.act, params, task, k, n, carry, trials_per_task)
-            return traj
-
-        return jax.vmap(one)(tasks, keys)
+        carry = self.model.initial_carry(trials_per_task)
+        return self.collector.trials(self.act, carry, params, tasks, keys, self.config.episodes_per_trial,
+                                     trials_per_task)
 
     # ----------------------------------------------------------------- learning
     def advantages(self, traj: TrialTrajectory):
         """GAE over whole trials: [T, B] advantages and value targets."""
         c = self.config
-        v_t = traj.extras  # [T, B]
-        T = v_t.shape[0]
+        v_t = traj.value  # [T, B]
         discount_t = jnp.full_like(traj.reward, c.gamma).at[-1].set(0.0)  # trial ends at T
         v_T = jnp.zeros(v_t.shape[1], v_t.dtype)  # [B]
         adv = jax.vmap(gae, in_axes=(1, 1, 1, 0, None), out_axes=1)(
             traj.reward, discount_t, v_t, v_T, c.gae_lambda
         )  # [T, B]
-        del T
         return adv, adv + v_t
 
     def forward(self, params, inputs):
@@ -238,7 +235,7 @@ class BlackBox:
         approx_kl = weighted_mean(traj.log_prob - log_prob, w)
         return total, {"pg_loss": pg, "value_loss": v_loss, "entropy": entropy, "approx_kl": approx_kl}
 
-    def update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey):
+    def ppo_update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey):
         """PPO epochs over minibatches of whole trials; traj leaves are [T, B, ...]."""
         c = self.config
         adv, target = self.advantages(traj)
@@ -254,7 +251,7 @@ class BlackBox:
             params, opt_state = carry
             (_, info), grads = grad_fn(params, mb)
             updates, opt_state = opt.update(grads, opt_state, params)
-            info = {**info, "grad_norm": optax.global_norm(grads)}  # before clipping
+            info = {**info, "grad_norm": optax.tree.norm(grads)}  # before clipping
             return (optax.apply_updates(params, updates), opt_state), info
 
         def epoch(carry, k):
@@ -276,14 +273,18 @@ class BlackBox:
         params = self.model.init(key)
         return BlackBoxState(params, self._optimizer().init(params), jnp.zeros((), jnp.int32))
 
-    def train_step(self, state: BlackBoxState, key: PRNGKey):
-        """Sample a batch of trials on fresh tasks, then PPO epochs. Pure and jittable."""
+    def sample(self, state: BlackBoxState, key: PRNGKey) -> TrialBatch:
+        """A batch of trials on fresh tasks, and the key of the update's shuffles."""
         c = self.config
         k_tasks, k_trials, k_update = jax.random.split(key, 3)
         tasks = self.tasks.sample_batch(k_tasks, c.meta_batch_size)
         traj = self.sample_trials(state.params, tasks, k_trials, c.trials_per_task)  # [M, T, E, ...]
-        traj = jax.tree.map(_merge_task_axis, traj)  # [T, M*E, ...]
-        params, opt_state, info = self.update(state.params, state.opt_state, traj, k_update)
+        return TrialBatch(jax.tree.map(_merge_task_axis, traj), k_update)  # [T, M*E, ...]
+
+    def update(self, state: BlackBoxState, batch: TrialBatch):
+        """PPO epochs on one sampled batch of trials, whatever collected it."""
+        traj = batch.traj
+        params, opt_state, info = self.ppo_update(state.params, state.opt_state, traj, batch.key)
         metrics = {
             "trial_reward": jnp.mean(jnp.sum(traj.reward, axis=0)),
             "env_steps": jnp.asarray(traj.reward.size, jnp.int32),
@@ -303,7 +304,7 @@ class BlackBox:
         return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
 
     def algorithm(self) -> Algorithm:
-        return Algorithm(self.init, self.train_step, self.evaluate)
+        return Algorithm(self.init, self.sample, self.update, self.evaluate, jittable=self.collector.jittable)
 
 
 def _merge_task_axis(x):
@@ -312,31 +313,35 @@ def _merge_task_axis(x):
     return x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:])
 
 
-def rl2(env, tasks=None, config: RL2Config | None = None) -> Algorithm:
+def _black_box(name, config_cls, env, tasks, config, collector) -> Algorithm:
+    tasks = env.task_distribution() if tasks is None else tasks
+    config = config_cls() if config is None else config
+    if not isinstance(config, config_cls):
+        raise ConfigError(f"{name} needs an {config_cls.__name__}, got {type(config).__name__}")
+    return BlackBox(env, tasks, config, collector).algorithm()
+
+
+def rl2(env: MetaEnv, tasks: TaskDistribution | None = None, config: RL2Config | None = None, *,
+        collector: Collector | None = None) -> Algorithm:
     """RL^2 (Duan et al. 2016): a GRU policy trained with PPO over trials.
 
     Args:
       env: a MetaEnv (discrete or Box actions).
       tasks: its TaskDistribution (default: `env.task_distribution()`).
       config: hyperparameters (default `RL2Config()`).
+      collector: where trials come from (default: `env`'s jitted rollouts).
     """
-    tasks = env.task_distribution() if tasks is None else tasks
-    config = RL2Config() if config is None else config
-    if not isinstance(config, RL2Config):
-        raise ConfigError(f"rl2 needs an RL2Config, got {type(config).__name__}")
-    return BlackBox(env, tasks, config).algorithm()
+    return _black_box("rl2", RL2Config, env, tasks, config, collector)
 
 
-def snail(env, tasks=None, config: SNAILConfig | None = None) -> Algorithm:
+def snail(env: MetaEnv, tasks: TaskDistribution | None = None, config: SNAILConfig | None = None, *,
+          collector: Collector | None = None) -> Algorithm:
     """SNAIL (Mishra et al. 2018): TC + attention blocks trained with PPO over trials.
 
     Args:
       env: a MetaEnv (discrete or Box actions).
       tasks: its TaskDistribution (default: `env.task_distribution()`).
       config: hyperparameters (default `SNAILConfig()`).
+      collector: where trials come from (default: `env`'s jitted rollouts).
     """
-    tasks = env.task_distribution() if tasks is None else tasks
-    config = SNAILConfig() if config is None else config
-    if not isinstance(config, SNAILConfig):
-        raise ConfigError(f"snail needs a SNAILConfig, got {type(config).__name__}")
-    return BlackBox(env, tasks, config).algorithm()
+    return _black_box("snail", SNAILConfig, env, tasks, config, collector)

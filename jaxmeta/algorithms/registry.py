@@ -1,8 +1,9 @@
 """Algorithms by name, for the command line and the driver.
 
-An `AlgorithmSpec` tells the driver how to build an algorithm from an environment and
-a config, which environment it trains on by default, which short command-line flags
-stand for which config or environment fields, and how to make its final table.
+An `AlgorithmSpec` tells the driver how to build an algorithm from an environment, a
+config and a collector, which environment it trains on by default, which short
+command-line flags stand for which config or environment fields, and how to make its
+final table.
 """
 from __future__ import annotations
 
@@ -14,18 +15,15 @@ from typing import Any, Callable
 class AlgorithmSpec:
     name: str
     config_cls: type  # a frozen dataclass validated at construction
-    build: Callable[[Any, Any], Any]  # (env, config) -> Algorithm
+    build: Callable[..., Any]  # (env, config, collector) -> Algorithm
     default_env: str
     envs: tuple[str, ...]  # environments it supports
     description: str = ""
     # short flag -> field name (of the config or of the environment), e.g. {"arms": "num_arms"}
     aliases: dict[str, str] = field(default_factory=dict)
-    # (env, config, algorithm, state, key) -> (header, rows) for the final table;
-    # None means the adaptation curve from `evaluate`.
+    # (env, config, algorithm, state, key, collector) -> (header, rows) for the final
+    # table; None means the adaptation curve from `evaluate`.
     final_table: Callable[..., tuple[list[str], list[list[Any]]]] | None = None
-    # False for learners that step a simulator in Python (the host adapter): the driver
-    # then calls init/train_step/evaluate directly, with no jit, vmap or mesh.
-    jittable: bool = True
 
 
 REGISTRY: dict[str, AlgorithmSpec] = {}

@@ -25,6 +25,19 @@ REGISTRY: dict[str, Callable[..., Any]] = {
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
 
+# Host simulators (stepped outside XLA, see jaxmeta.host) and the environments they run.
+# "jax" is every environment's own jittable implementation (Brax for locomotion).
+HOST_SIMULATORS = {"mujoco": LOCOMOTION_ENVS}
+
+
+def host_simulator(simulator: str, env: Any, num_envs: int) -> Any:
+    """A host simulator of `env` holding `num_envs` environments."""
+    if simulator == "mujoco":
+        from jaxmeta.envs.mujoco import MujocoLocomotion
+
+        return MujocoLocomotion(env, num_envs)
+    raise ValueError(f"unknown host simulator {simulator!r}; known: {', '.join(HOST_SIMULATORS)}")
+
 
 def register(name: str, factory: Callable[..., Any]) -> None:
     """Add an environment factory under `name`."""
@@ -39,7 +52,7 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "AntDir", "AntGoal", "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "MazeTask", "MetaMaze", "BanditTask", "BernoulliBandit", "Box", "Discrete", "MDPTask", "MetaEnv", "NavTask",
-    "Navigation2D", "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "make",
-    "obs_dim", "register",
+    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_SIMULATORS", "HalfCheetahDir",
+    "HalfCheetahVel", "LOCOMOTION_ENVS", "MDPTask", "MazeTask", "MetaEnv", "MetaMaze", "NavTask", "Navigation2D",
+    "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "host_simulator", "make", "obs_dim", "register",
 ]

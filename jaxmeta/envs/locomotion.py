@@ -27,26 +27,11 @@ Ant), then joint velocities -- the same layout as gymnasium's HalfCheetah-v5, so
 MuJoCo host adapter (`jaxmeta.envs.host`) sees identical observations. The initial
 state is Brax's: positions + U[-0.1, 0.1], velocities + 0.1 N(0, 1).
 
-Backends (`backend=`), measured on this project's 2-core CPU (jax 0.10.2, brax 0.14.2,
-machine shared with other jobs, so +-30%): env steps/s of a jitted, vmapped 64-env x
-100-step random-action rollout of Brax's own env (median of 5), and its compile time:
-
-    backend       halfcheetah steps/s  compile s   ant steps/s  compile s
-    spring              5361             14.3         16017        10.7
-    generalized         3259             21.9          3195        20.4
-    positional          2770             37.4          3222        20.9
-    mjx                 1068             24.4         11856        36.1
-
-The default, "generalized", is chosen for fidelity at a moderate speed cost: it
-integrates the MJCF model with MuJoCo's timestep (0.01 s x 5 frames) and gears, so Brax
-and the native MuJoCo host path run the same task. "spring" is the fastest on CPU
-(1.6x on the cheetah, 5x on the ant) but it and "positional" change the model
-(cheetah: timestep 0.003125 s x 16 frames and new gears; ant: 0.005 s x 10 frames, and
-gear 200 for positional), so their returns are not comparable with published MuJoCo
-numbers -- use them for fast debugging. "mjx" is MuJoCo's own JAX port (the most
-faithful); on CPU it is the slowest on the cheetah and second fastest on the ant
-(brax's mjx Ant uses a 1-iteration Newton solver). On accelerators re-measure: the
-ranking there is not implied by these CPU numbers.
+Backends (`backend=`): "generalized" (the default) integrates the MJCF model with
+MuJoCo's timestep (0.01 s x 5 frames) and gears, so Brax and the native MuJoCo host path
+run the same task; "spring" and "positional" change the model (timesteps, gears) and are
+faster on a CPU, for debugging; "mjx" is MuJoCo's own JAX port. Their measured speeds
+are in docs/benchmarks.md ("Brax backends").
 """
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
 """Networks used through explicit params; distributions are distrax."""
-from jaxmeta.networks.mlp import ACTIVATIONS, MLP, CategoricalPolicy, GaussianPolicy
-from jaxmeta.networks.sequence import GRUNet, GRUPolicy, SNAILCarry, SNAILNet, SNAILPolicy
+from jaxmeta.networks.mlp import ACTIVATIONS, MLP, GaussianPolicy
+from jaxmeta.networks.sequence import (
+    GRUArchitecture, GRUNet, GRUPolicy, SNAILArchitecture, SNAILCarry, SNAILNet, SNAILPolicy,
+)

@@ -49,7 +49,7 @@ class GaussianPolicy:
 
     def init(self, key) -> dict:
         mlp = self.net.init(key, jnp.zeros((1, self.obs_dim)))["params"]
-        log_std = jnp.full((self.action_dim,), math.log(self.init_std), dtype=jnp.float32)
+        log_std = jnp.full((self.action_dim,), math.log(self.init_std), dtype=jax.tree.leaves(mlp)[0].dtype)
         return {"mlp": mlp, "log_std": log_std}
 
     def apply(self, params, obs):
@@ -69,33 +69,3 @@ class GaussianPolicy:
         """Sample actions for a batch of observations; returns (action, log_prob)."""
         dist = self.distribution(*self.apply(params, obs))
         return dist.sample_and_log_prob(seed=key)
-
-
-@dataclass(frozen=True)
-class CategoricalPolicy:
-    """Softmax policy over discrete actions with an MLP producing the logits."""
-
-    obs_dim: int
-    num_actions: int
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-
-    @property
-    def net(self) -> MLP:
-        return MLP(self.hidden_sizes, self.num_actions, self.activation)
-
-    def init(self, key) -> dict:
-        return {"mlp": self.net.init(key, jnp.zeros((1, self.obs_dim)))["params"]}
-
-    def apply(self, params, obs):
-        return (self.net.apply({"params": params["mlp"]}, obs),)
-
-    @staticmethod
-    def distribution(logits) -> distrax.Distribution:
-        return distrax.Categorical(logits=logits)
-
-    def log_prob(self, params, obs, action):
-        return self.distribution(*self.apply(params, obs)).log_prob(action)
-
-    def act(self, params, obs, key):
-        return self.distribution(*self.apply(params, obs)).sample_and_log_prob(seed=key)

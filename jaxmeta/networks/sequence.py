@@ -39,8 +39,6 @@ from jax import lax
 
 from jaxmeta.config import ConfigError, check_bool, check_choice, check_int
 
-Outputs = tuple  # (policy_out [..., A], value [...])
-
 
 def _head_init(scale: float):
     return nn.initializers.orthogonal(scale)
@@ -57,6 +55,47 @@ class _Heads(nn.Module):
         policy_out = nn.Dense(self.num_outputs, kernel_init=_head_init(0.01), name="policy")(h)
         value = nn.Dense(1, kernel_init=_head_init(1.0), name="value")(h)[..., 0]
         return policy_out, value
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@dataclass(frozen=True)
+class GRUArchitecture:
+    """RL^2's recurrent core: a GRU of `hidden_size` units (the paper used 256).
+
+    `remat` recomputes the GRU gates in the backward pass: less memory traffic, faster
+    for small GRUs over many trials on a CPU (see `gru_sequence`); values are unchanged.
+    """
+
+    hidden_size: int = 256
+    remat: bool = False
+
+    def __post_init__(self):
+        check_int("hidden_size", self.hidden_size, 1, 65_536)
+        check_bool("remat", self.remat)
+
+
+@dataclass(frozen=True)
+class SNAILArchitecture:
+    """SNAIL's blocks: TC blocks ("tc") and attention blocks ("attn") in the given order.
+
+    The default is the paper's bandit architecture, TC(T, 32), TC(T, 32), attention(32, 32).
+    """
+
+    blocks: tuple[str, ...] = ("tc", "tc", "attn")
+    filters: int = 32
+    key_size: int = 32
+    value_size: int = 32
+
+    def __post_init__(self):
+        if not (isinstance(self.blocks, tuple) and self.blocks):
+            raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {self.blocks!r}", "blocks")
+        for b in self.blocks:
+            check_choice("blocks", b, ("tc", "attn"))
+        check_int("filters", self.filters, 1, 4096)
+        check_int("key_size", self.key_size, 1, 4096)
+        check_int("value_size", self.value_size, 1, 4096)
 
 
 # --------------------------------------------------------------------------- GRU
@@ -126,17 +165,6 @@ class GRUNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- SNAIL
-
-
-def check_snail_architecture(blocks, filters, key_size, value_size) -> None:
-    """Validate SNAIL's block list and sizes (ConfigError naming the field)."""
-    if not (isinstance(blocks, tuple) and blocks):
-        raise ConfigError(f"blocks must be a non-empty tuple of 'tc'/'attn', got {blocks!r}", "blocks")
-    for b in blocks:
-        check_choice("blocks", b, ("tc", "attn"))
-    check_int("filters", filters, 1, 4096)
-    check_int("key_size", key_size, 1, 4096)
-    check_int("value_size", value_size, 1, 4096)
 
 
 class SNAILCarry(NamedTuple):
@@ -282,56 +310,52 @@ class _SequencePolicy:
 
 @dataclass(frozen=True)
 class GRUPolicy(_SequencePolicy):
-    """RL^2's recurrent policy: GRU(hidden_size) -> policy and value heads."""
+    """RL^2's recurrent policy: GRU(arch.hidden_size) -> policy and value heads."""
 
-    hidden_size: int = 256
-    remat: bool = False  # recompute each step's gates in the backward pass (see gru_sequence)
+    arch: GRUArchitecture = GRUArchitecture()
 
     def __post_init__(self):
-        check_int("hidden_size", self.hidden_size, 1, 65_536)
         check_int("input_dim", self.input_dim, 1, 1_000_000)
         check_int("num_outputs", self.num_outputs, 1, 1_000_000)
-        check_bool("remat", self.remat)
 
     def _net(self):
-        return GRUNet(self.hidden_size, self.num_outputs, self.continuous, self.remat)
+        return GRUNet(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat)
 
     def initial_carry(self, batch_size: int, dtype=jnp.float32):
-        return jnp.zeros((batch_size, self.hidden_size), dtype)  # [B, H]
+        return jnp.zeros((batch_size, self.arch.hidden_size), dtype)  # [B, H]
 
 
 @dataclass(frozen=True)
 class SNAILPolicy(_SequencePolicy):
-    """SNAIL policy: `blocks` of "tc"/"attn" over a trial of at most `context` steps."""
+    """SNAIL policy: `arch.blocks` of "tc"/"attn" over a trial of at most `context` steps."""
 
     context: int = 10
-    blocks: tuple[str, ...] = ("tc", "tc", "attn")
-    filters: int = 32
-    key_size: int = 32
-    value_size: int = 32
+    arch: SNAILArchitecture = SNAILArchitecture()
 
     def __post_init__(self):
         check_int("context", self.context, 1, 1_000_000)
-        check_snail_architecture(self.blocks, self.filters, self.key_size, self.value_size)
 
     def _net(self):
-        return SNAILNet(self.blocks, self.context, self.filters, self.key_size, self.value_size,
-                        self.num_outputs, self.continuous)
+        a = self.arch
+        return SNAILNet(a.blocks, self.context, a.filters, a.key_size, a.value_size, self.num_outputs,
+                        self.continuous)
 
     @property
     def layout(self) -> list[tuple]:
-        return snail_layout(self.blocks, self.context, self.input_dim, self.filters, self.key_size, self.value_size)
+        a = self.arch
+        return snail_layout(a.blocks, self.context, self.input_dim, a.filters, a.key_size, a.value_size)
 
     def initial_carry(self, batch_size: int, dtype=jnp.float32) -> SNAILCarry:
         plan = self.layout
+        a = self.arch
         pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
         num_attn = sum(p[0] == "attn" for p in plan)
         L = self.context
         # The stream buffer holds the input and every layer's output channels.
-        total = self.input_dim + sum(self.filters if p[0] == "dense" else self.value_size for p in plan)
+        total = self.input_dim + sum(a.filters if p[0] == "dense" else a.value_size for p in plan)
         return SNAILCarry(
             t=jnp.zeros((), jnp.int32),
             feats=jnp.zeros((pad + L, batch_size, total), dtype),
-            keys=tuple(jnp.zeros((L, batch_size, self.key_size), dtype) for _ in range(num_attn)),
-            values=tuple(jnp.zeros((L, batch_size, self.value_size), dtype) for _ in range(num_attn)),
+            keys=tuple(jnp.zeros((L, batch_size, a.key_size), dtype) for _ in range(num_attn)),
+            values=tuple(jnp.zeros((L, batch_size, a.value_size), dtype) for _ in range(num_attn)),
         )

@@ -1,0 +1,127 @@
+"""Tables and plots of a run: the final table, per-seed aggregates, return curves."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Table = tuple[list[str], list[list[Any]]]  # (header, rows)
+
+
+def format_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A plain-text table with right-aligned numbers."""
+    cells = [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    line = lambda xs: "  ".join(x.rjust(w) for x, w in zip(xs, widths))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def adaptation_table(untrained, trained) -> Table:
+    """Rows: inner steps 0..K; columns: mean (and std over tasks) before and after training."""
+    header = ["adaptation steps", "untrained return", "trained return", "trained std"]
+    rows = []
+    for k in range(trained.returns.shape[0]):
+        rows.append([
+            k,
+            float(untrained.returns[k]),
+            float(trained.returns[k]),
+            float(np.std(np.asarray(trained.per_task[:, k]))),
+        ])
+    return header, rows
+
+
+def aggregate_tables(tables: list[Table]) -> Table:
+    """One table from per-seed tables of the same shape: the mean over seeds in every
+    numeric column (the first column is the row label) and, after them, the standard
+    deviation over seeds of each numeric column."""
+    header, rows0 = tables[0]
+    if len(tables) == 1:
+        return header, rows0
+    numeric = [j for j in range(1, len(header)) if all(isinstance(r[j], (int, float)) for r in rows0)]
+    out_header = list(header) + [f"{header[j]} (std over {len(tables)} seeds)" for j in numeric]
+    rows = []
+    for i, row in enumerate(rows0):
+        vals = {j: np.array([float(t[1][i][j]) for t in tables]) for j in numeric}
+        new = [float(vals[j].mean()) if j in vals else row[j] for j in range(len(row))]
+        rows.append(new + [float(vals[j].std()) for j in numeric])
+    return out_header, rows
+
+
+def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None):
+    """Plot mean return against adaptation steps per curve.
+
+    The band is the spread over tasks, or over seeds when the curves carry a leading
+    seed axis (returns [S, K+1], as a run with several seeds returns them).
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, curve in curves.items():
+        returns = np.asarray(curve.returns)
+        if returns.ndim == 2:  # [S, K+1]: mean and std over seeds
+            mean, std = returns.mean(axis=0), returns.std(axis=0)
+            label = f"{label} ({returns.shape[0]} seeds)"
+        else:
+            mean, std = returns, np.std(np.asarray(curve.per_task), axis=0)
+        k = np.arange(mean.shape[0])
+        ax.plot(k, mean, marker="o", label=label)
+        ax.fill_between(k, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel("mean return on held-out tasks")
+    ax.set_xticks(range(max(np.asarray(c.returns).shape[-1] for c in curves.values())))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if own and path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+        plt.close(ax.figure)
+    return ax
+
+
+def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
+    """Plot every `*_return` / `*_reward` metric over meta-iterations into a PNG; False
+    if matplotlib is missing.
+
+    With several seeds (rows with a "seed" field) the line is the mean over seeds and
+    the band their standard deviation.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is optional
+        return False
+    keys = sorted({k for m in metrics for k in m if k.endswith(("_return", "_reward"))})
+    num_seeds = len({m.get("seed", 0) for m in metrics}) or 1
+    fig, ax = plt.subplots(figsize=(6, 4))
+    its = sorted({m["iteration"] for m in metrics})
+    for k in keys:
+        by_it = {it: [] for it in its}
+        for m in metrics:
+            by_it[m["iteration"]].append(m.get(k, np.nan))
+        mean = np.array([np.mean(by_it[it]) for it in its])
+        label = k.replace("_", " ")
+        if num_seeds > 1:
+            std = np.array([np.std(by_it[it]) for it in its])
+            ax.fill_between(its, mean - std, mean + std, alpha=0.2)
+            label += f" (mean ± std, {num_seeds} seeds)"
+        ax.plot(its, mean, label=label)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if keys:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,260 @@
+"""Host collector: CPU simulators stepped outside jit, feeding any learner.
+
+Some simulators (native MuJoCo through gymnasium, Meta-World) cannot run inside XLA.
+`HostCollector` implements the `jaxmeta.rollout.Collector` protocol on them: the
+simulator steps a batch of environments (one task per environment) in Python, the
+policy acts on the whole batch at every step as one jitted function, and the result is
+the very arrays the jitted rollouts return (`Trajectory` / `TrialTrajectory` with leaves
+[M, T, E, ...]). Learners call the collector's `episodes` / `trials` and run their
+processing through `stage`, so MAML, ProMP, RL^2 and SNAIL run on a host simulator with
+no code of their own for it.
+
+The per-task keys are consumed as the jitted rollouts consume them (the same action
+keys at every step), and the simulators' initial-state noise is seeded from them, so a
+host batch is a pure function of its keys and the simulator.
+
+A host simulator provides:
+
+    num_envs: int
+    observation_space, action_space
+    set_tasks(tasks)            # a task pytree with leading axis num_envs (numpy)
+    reset(seed) -> obs [N, D]   # env i seeded with seed + i
+    step(action [N, ...]) -> (obs [N, D], reward [N], terminated [N])
+
+This module and the simulators are the one place in the library that compiles for the
+caller: the loop around the policy is Python, so its pieces are compiled with
+`jax.jit` when first used, once per collector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmeta import envs
+from jaxmeta.envs.base import Discrete
+from jaxmeta.rollout import ActFn, TrialActFn, TrialTrajectory, trial_inputs
+from jaxmeta.types import Params, PRNGKey, Task, Trajectory
+
+
+class HostSimulator(Protocol):
+    """A batch of `num_envs` environments stepped on the host (see the module docstring)."""
+
+    num_envs: int
+
+    def set_tasks(self, tasks: Task) -> None: ...
+
+    def reset(self, seed: int) -> np.ndarray: ...
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def _float_dtype(params) -> np.dtype:
+    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return np.dtype(leaves[0].dtype) if leaves else np.dtype(np.float32)
+
+
+def _seed(key: PRNGKey) -> int:
+    """A simulator seed drawn from a key (for the initial-state noise)."""
+    return int(jax.random.randint(key, (), 0, 2**30))
+
+
+def _tree_rows(tree, start: int, stop: int):
+    return jax.tree.map(lambda x: x[start:stop], tree)
+
+
+class HostCollector:
+    """`Collector` over a host simulator.
+
+    Args:
+      env: the task environment (spaces, horizon, task distribution, reward); the
+        simulator runs its physics.
+      make_sim: num_envs -> a `HostSimulator` holding that many environments; one is
+        made per batch size and kept.
+      max_envs: most environments stepped at once; larger batches of tasks run in
+        consecutive chunks of whole tasks (None: no limit).
+    """
+
+    jittable = False
+
+    def __init__(self, env: Any, make_sim: Callable[[int], HostSimulator], max_envs: int | None = None):
+        self.env = env
+        self._make_sim = make_sim
+        self.max_envs = max_envs
+        self._sims: dict[int, HostSimulator] = {}
+        self._jitted: dict[Any, Callable] = {}
+
+    # ----------------------------------------------------------------- plumbing
+    def stage(self, fn: Callable, static_argnames: tuple[str, ...] = ()) -> Callable:
+        """`fn` compiled once (by `jax.jit`) for this collector; `fn` must be hashable
+        and compare equal across calls (a function or a bound method of a frozen object)."""
+        key = (fn, static_argnames)
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(fn, static_argnames=static_argnames)
+        return self._jitted[key]
+
+    def sim(self, num_envs: int) -> HostSimulator:
+        """The simulator holding `num_envs` environments (made on first use)."""
+        if num_envs not in self._sims:
+            self._sims[num_envs] = self._make_sim(num_envs)
+        return self._sims[num_envs]
+
+    def _chunks(self, num_tasks: int, per_task: int) -> list[tuple[int, int]]:
+        size = num_tasks if self.max_envs is None else max(1, min(num_tasks, self.max_envs // per_task))
+        return [(s, min(s + size, num_tasks)) for s in range(0, num_tasks, size)]
+
+    def _set_tasks(self, sim: HostSimulator, tasks: Task, per_task: int) -> None:
+        sim.set_tasks(jax.tree.map(lambda x: np.repeat(np.asarray(x), per_task, axis=0), tasks))
+
+    # ----------------------------------------------------------------- episodes
+    def episodes(self, act: ActFn, params: Params, tasks: Task, keys: PRNGKey, num_episodes: int,
+                 params_axis: int | None = None) -> Trajectory:
+        """E episodes of each task, as `jax.vmap(rollout_episodes)` returns them: [M, T, E, ...]."""
+        M = int(np.shape(keys)[0])
+        parts = []
+        for start, stop in self._chunks(M, num_episodes):
+            p = params if params_axis is None else _tree_rows(params, start, stop)
+            parts.append(self._episodes(act, p, _tree_rows(tasks, start, stop), keys[start:stop],
+                                        num_episodes, params_axis))
+        return parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+    def _episodes(self, act, params, tasks, keys, E, params_axis) -> Trajectory:
+        M, H = int(np.shape(keys)[0]), self.env.horizon
+        dtype = _float_dtype(params)
+        sim = self.sim(M * E)
+        self._set_tasks(sim, tasks, E)
+        k_reset, act_keys = self.stage(_episode_keys, ("horizon",))(keys, horizon=H)  # [M, 2], [H, M, 2]
+        step = self.stage(_EpisodeStep(act, params_axis))
+        obs = sim.reset(_seed(k_reset[0])).reshape(M, E, -1)
+        alive = np.ones((M, E), dtype)
+        rec = {k: [] for k in Trajectory._fields}
+        for t in range(H):
+            action, log_prob = step(params, jnp.asarray(obs, dtype), act_keys[t])
+            action = np.asarray(action)
+            next_obs, reward, terminated = sim.step(action.reshape((M * E,) + action.shape[2:]))
+            rec["obs"].append(obs.astype(dtype))
+            rec["action"].append(action)
+            rec["reward"].append(reward.reshape(M, E).astype(dtype) * alive)
+            rec["valid"].append(alive.copy())
+            rec["log_prob"].append(np.asarray(log_prob))
+            alive = alive * (1.0 - terminated.reshape(M, E).astype(dtype))
+            obs = next_obs.reshape(M, E, -1)
+        return Trajectory(**{k: jnp.asarray(np.stack(v, axis=1)) for k, v in rec.items()})
+
+    # ----------------------------------------------------------------- trials
+    def trials(self, act: TrialActFn, carry: Any, params: Params, tasks: Task, keys: PRNGKey,
+               num_episodes: int, num_trials: int) -> TrialTrajectory:
+        """E trials of n episodes of each task, as `jax.vmap(rollout_trials)` returns them."""
+        M = int(np.shape(keys)[0])
+        parts = [
+            self._trials(act, carry, params, _tree_rows(tasks, s, e), keys[s:e], num_episodes, num_trials)
+            for s, e in self._chunks(M, num_trials)
+        ]
+        return parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+    def _trials(self, act, carry, params, tasks, keys, n, E) -> TrialTrajectory:
+        M, H = int(np.shape(keys)[0]), self.env.horizon
+        T = n * H
+        dtype = _float_dtype(params)
+        sim = self.sim(M * E)
+        self._set_tasks(sim, tasks, E)
+        k_reset, act_keys = self.stage(_trial_keys, ("length",))(keys, length=T)  # [M, 2], [T, M, 2]
+        step = self.stage(_TrialStep(act, self.env))
+        carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (M,) + c.shape), carry)
+        space = self.env.action_space
+        if isinstance(space, Discrete):
+            prev_action = np.full((M, E), -1, np.int32)
+        else:
+            prev_action = np.zeros((M, E) + tuple(space.shape), dtype)
+        prev_reward = np.zeros((M, E), dtype)
+        prev_done = np.zeros((M, E), dtype)
+        seed = _seed(k_reset[0])
+        rec = {k: [] for k in TrialTrajectory._fields}
+        for t in range(T):
+            h = t % H
+            if h == 0:  # a new episode of every trial: the memory is kept, the simulator reset
+                obs = sim.reset(seed + (t // H) * sim.num_envs).reshape(M, E, -1)
+                alive = np.ones((M, E), dtype)
+            carry, action, log_prob, value, x = step(params, carry, jnp.asarray(obs, dtype), prev_action,
+                                                     prev_reward, prev_done, act_keys[t])
+            action = np.asarray(action)
+            next_obs, reward, terminated = sim.step(action.reshape((M * E,) + action.shape[2:]))
+            reward = reward.reshape(M, E).astype(dtype) * alive
+            terminated = terminated.reshape(M, E).astype(dtype) * alive
+            last = np.full((M, E), float(h == H - 1), dtype)
+            rec["inputs"].append(np.asarray(x))
+            rec["action"].append(action)
+            rec["reward"].append(reward)
+            rec["valid"].append(alive.copy())
+            rec["done"].append(last)
+            rec["log_prob"].append(np.asarray(log_prob))
+            rec["value"].append(np.asarray(value))
+            alive = alive - terminated
+            prev_action, prev_reward, prev_done = action, reward, np.maximum(last, terminated)
+            obs = next_obs.reshape(M, E, -1)
+        return TrialTrajectory(**{k: jnp.asarray(np.stack(v, axis=1)) for k, v in rec.items()})
+
+
+def make_collector(env: Any, simulator: str, max_envs: int | None = None) -> HostCollector:
+    """A `HostCollector` running `env` on the named host simulator (see
+    `jaxmeta.envs.HOST_SIMULATORS`)."""
+    return HostCollector(env, lambda n: envs.host_simulator(simulator, env, n), max_envs)
+
+
+# --------------------------------------------------------------------------- jitted pieces
+# Module-level functions and frozen dataclasses, so `HostCollector.stage` compiles each
+# once per collector (they compare equal across calls).
+
+
+def _episode_keys(keys, horizon: int):
+    """The reset key and the per-step action keys of `rollout_episodes`, per task."""
+
+    def one(key):
+        k_reset, k_steps = jax.random.split(key)
+        act = jax.vmap(lambda k: jax.random.split(k)[0])(jax.random.split(k_steps, horizon))
+        return k_reset, act
+
+    k_reset, act = jax.vmap(one)(keys)  # [M, 2], [M, H, 2]
+    return k_reset, jnp.swapaxes(act, 0, 1)
+
+
+def _trial_keys(keys, length: int):
+    """The reset key and the per-step action keys of `rollout_trials`, per task."""
+
+    def one(key):
+        k_reset, k_steps = jax.random.split(key)
+        act = jax.vmap(lambda k: jax.random.split(k, 3)[0])(jax.random.split(k_steps, length))
+        return k_reset, act
+
+    k_reset, act = jax.vmap(one)(keys)  # [M, 2], [M, T, 2]
+    return k_reset, jnp.swapaxes(act, 0, 1)
+
+
+@dataclass(frozen=True)
+class _EpisodeStep:
+    """(params, obs [M, E, D], keys [M]) -> (action [M, E, ...], log_prob [M, E])."""
+
+    act: ActFn
+    params_axis: int | None
+
+    def __call__(self, params, obs, keys):
+        return jax.vmap(self.act, in_axes=(self.params_axis, 0, 0))(params, obs, keys)
+
+
+@dataclass(frozen=True)
+class _TrialStep:
+    """One step of every trial: the policy inputs, then the acting function, per task."""
+
+    act: TrialActFn
+    env: Any
+
+    def __call__(self, params, carry, obs, prev_action, prev_reward, prev_done, keys):
+        def one(carry, obs, pa, pr, pd, key):
+            x = trial_inputs(self.env, obs, pa, pr, pd)
+            carry, action, log_prob, value = self.act(params, carry, x, key)
+            return carry, action, log_prob, value, x
+
+        return jax.vmap(one)(carry, obs, prev_action, prev_reward, prev_done, keys)
