@@ -22,9 +22,10 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from jaxmeta import envs
+from jaxmeta import driver, envs
 from jaxmeta.algorithms import registry
 from jaxmeta.config import ConfigError
+from jaxmeta.driver.distributed import initialize_distributed
 
 # RunSettings fields whose flag is not their own name
 SETTING_FLAGS = {"num_seeds": "--seeds", "env_kwargs": "--env", "config": "algorithm", "algorithm": "algorithm"}
@@ -152,8 +153,6 @@ def cmd_list() -> None:
 
 def _run_guarded(fn) -> int:
     """Run the driver; its expected failures are one line on stderr and an exit code."""
-    from jaxmeta import driver
-
     try:
         fn()
     except driver.CheckpointError as e:
@@ -179,8 +178,6 @@ def _check_distributed(args, parser) -> None:
         if not (args.name or args.resume):
             parser.error("argument --name: a multi-process run needs --name (all processes share the run folder)")
     if args.coordinator:
-        from jaxmeta.driver.distributed import initialize_distributed
-
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
@@ -192,8 +189,6 @@ def _config_error(parser, e: ConfigError) -> None:
 
 
 def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from jaxmeta import driver
-
     given = [k for k in vars(args) if k.startswith(("config:", "env:"))]
     fixed = [("--env", args.env), ("--seed", args.seed), ("--seeds", args.seeds), ("--simulator", args.simulator)]
     if given or any(v is not None for _, v in fixed):
@@ -216,8 +211,6 @@ def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from jaxmeta import driver
-
     if args.resume:
         return cmd_resume(args, parser)
     if args.algorithm is None:

@@ -1,10 +1,13 @@
 """One module per algorithm family, each a factory of pure functions."""
+import jax
+
 from jaxmeta.algorithms.base import Algorithm, vmap_algorithm
 from jaxmeta.algorithms.black_box import (
     BlackBox, BlackBoxConfig, BlackBoxState, RL2Config, SNAILConfig, TrialBatch, rl2, snail,
 )
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
+from jaxmeta.evaluation import baselines
 from jaxmeta.types import AdaptationCurve
 
 LOCOMOTION = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
@@ -28,10 +31,6 @@ def black_box_final_table(env, config, algorithm, state, key, collector=None):
       (header, rows): one row per method with the mean total reward per trial and the
       mean return of the first and the last episode of the trial.
     """
-    import jax
-
-    from jaxmeta.evaluation import baselines
-
     k_agent, k_base = jax.random.split(key)
     tasks = env.task_distribution().sample_batch(
         jax.random.PRNGKey(config.eval_seed), config.num_eval_tasks
