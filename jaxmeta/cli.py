@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import socket
 import sys
+import threading
 import time
 import types
 import typing
@@ -109,10 +112,26 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
                     help="checkpoint every N meta-iterations (default: 100; 0: only at the end and on Ctrl-C/SIGTERM)")
     tr.add_argument("--resume", metavar="RUN_DIR",
                     help="continue the run in RUN_DIR from its newest checkpoint (algorithm, env and config come from it)")
+    tr.add_argument("--config", metavar="FILE",
+                    help="settings file (TOML, YAML or JSON; or a shipped config's name, see `jaxmeta list`); "
+                         "flags override it")
+    tr.add_argument("--print-config", action="store_true", help="print the merged settings as TOML and exit")
+    tr.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files in the run folder")
+    tr.add_argument("--wandb", metavar="PROJECT", help="also log to this Weights & Biases project (jaxmeta[wandb])")
+    ev = sub.add_parser("evaluate", help="evaluate a run's checkpoint on held-out tasks again")
+    ev.error = parser.error  # type: ignore[method-assign]
+    ev.add_argument("run", metavar="RUN_DIR")
+    ev.add_argument("--num-tasks", type=int, default=None, help="held-out tasks (default: the run's num_eval_tasks)")
+    ev.add_argument("--steps", type=int, default=None,
+                    help="MAML: inner steps (0..K measured); RL^2: episodes per trial (default: the run's)")
+    ev.add_argument("--seed", type=int, default=None, help="other held-out tasks and evaluation key (default: the run's)")
+    ev.add_argument("--checkpoint", type=int, default=None, metavar="N", help="meta-iteration (default: the newest)")
     dist = tr.add_argument_group("multi-process (multi-host) runs, see docs/scaling.md")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (jax.distributed.initialize)")
     dist.add_argument("--num-processes", type=int, default=1)
     dist.add_argument("--process-id", type=int, default=0)
+    dist.add_argument("--coordinator-timeout", type=int, default=300, metavar="S",
+                      help="seconds to wait for every process to connect (default: 300)")
     if algo is not None and algo in registry.REGISTRY:
         spec = registry.get(algo)
         seen: dict[str, str] = {}
@@ -124,16 +143,30 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
     return parser
 
 
+def _option(argv: Sequence[str], flag: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def _peek(argv: Sequence[str]) -> tuple[str | None, str | None]:
-    """The algorithm and --env given on the command line, before full parsing."""
+    """The algorithm and --env given on the command line (or fixed by the run that
+    --resume names), before full parsing, so that their flags can be recognised."""
     algo = env_name = None
     if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
         algo = argv[1]
-    for i, a in enumerate(argv):
-        if a == "--env" and i + 1 < len(argv):
-            env_name = argv[i + 1]
-        elif a.startswith("--env="):
-            env_name = a.split("=", 1)[1]
+    env_name = _option(argv, "--env")
+    resume, config_file = _option(argv, "--resume"), _option(argv, "--config")
+    if argv[:1] == ["train"] and (resume is not None or config_file is not None):
+        try:
+            saved = driver.RunFolder(resume).read_config() if resume is not None else \
+                driver.settings.read_settings_file(config_file)
+            algo, env_name = algo or saved.get("algorithm"), env_name or saved.get("env")
+        except (OSError, ValueError, AttributeError):
+            pass  # reported with the flag once the arguments are parsed
     return algo, env_name
 
 
@@ -145,6 +178,10 @@ def cmd_list() -> None:
     for name, factory in sorted(envs.REGISTRY.items()):
         doc = (factory.__doc__ or "").strip().splitlines()
         print(f"  {name:14s} {doc[0] if doc else ''}")
+    print("shipped configs (--config NAME):")
+    for name, path in driver.settings.shipped_configs().items():
+        first = next((line[2:] for line in path.read_text().splitlines() if line.startswith("# ")), "")
+        print(f"  {name:24s} {first}")
     print("simulators (--simulator):")
     print("  jax            every environment's own jittable implementation (Brax for locomotion; default)")
     for name, runs in envs.HOST_SIMULATORS.items():
@@ -155,7 +192,7 @@ def _run_guarded(fn) -> int:
     """Run the driver; its expected failures are one line on stderr and an exit code."""
     try:
         fn()
-    except driver.CheckpointError as e:
+    except (driver.CheckpointError, driver.RunFolderError, ConfigError) as e:
         print(f"jaxmeta: error: {e}", file=sys.stderr)
         return 2
     except driver.NonFiniteError as e:
@@ -164,7 +201,24 @@ def _run_guarded(fn) -> int:
     except driver.TrainingInterrupted as e:
         print(f"jaxmeta: {e}", file=sys.stderr)
         return 128 + e.signum
+    except KeyboardInterrupt:
+        print("jaxmeta: interrupted before training started; nothing was written", file=sys.stderr)
+        return 130
     return 0
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Drop what orbax's background threads leave behind after a failed read or write
+    (a callback on an asyncio loop it already closed); the error itself is reported."""
+    if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _check_coordinator(address: str, parser) -> None:
+    host, sep, port = address.rpartition(":")
+    if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+        parser.error(f"argument --coordinator: expected HOST:PORT with a port in [1, 65535], got {address!r}")
 
 
 def _check_distributed(args, parser) -> None:
@@ -177,15 +231,67 @@ def _check_distributed(args, parser) -> None:
             parser.error("argument --num-processes: a multi-process run needs --coordinator HOST:PORT")
         if not (args.name or args.resume):
             parser.error("argument --name: a multi-process run needs --name (all processes share the run folder)")
+    if not 1 <= args.coordinator_timeout <= 86_400:
+        parser.error(f"argument --coordinator-timeout: must be in [1, 86400] seconds, got {args.coordinator_timeout}")
     if args.coordinator:
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        _check_coordinator(args.coordinator, parser)
+        _connect(args, parser)
 
 
-def _config_error(parser, e: ConfigError) -> None:
-    """A ConfigError as the one-line error of the flag that set the field."""
+def _connect(args, parser) -> None:
+    """Join the multi-process job, or end with one line within --coordinator-timeout.
+
+    jax's own timeout aborts the process from C++ with a stack trace, so jaxmeta keeps
+    its own deadline: a process other than 0 first waits for process 0 to listen, and a
+    watchdog ends the process cleanly if not every process has connected in time.
+    """
+    timeout, address = args.coordinator_timeout, args.coordinator
+    print(f"process {args.process_id} of {args.num_processes}: connecting to the coordinator at {address} "
+          f"(waiting up to {timeout} s for every process)", flush=True)
+    deadline = time.monotonic() + timeout
+    if args.process_id > 0:
+        host, _, port = address.rpartition(":")
+        while not _listening(host, int(port)):
+            if time.monotonic() > deadline:
+                parser.exit(2, f"jaxmeta: error: no process 0 is listening at {address} after {timeout} s: start "
+                               "process 0 first, or check --coordinator\n")
+            time.sleep(0.25)
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(max(1.0, deadline - time.monotonic())):
+            sys.stderr.write(f"jaxmeta: error: not all {args.num_processes} processes connected to {address} within "
+                             f"{timeout} s: start the missing ones (--process-id 0..{args.num_processes - 1})\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        initialize_distributed(address, args.num_processes, args.process_id, timeout_s=timeout + 60)
+    except Exception as e:  # noqa: BLE001 - jax raises its runtime's error types
+        what = " ".join(str(e).split())[:200]
+        parser.exit(2, f"jaxmeta: error: cannot join the job at {address}: {type(e).__name__}: {what}\n")
+    finally:
+        done.set()
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _config_error(parser, e: ConfigError, argv: Sequence[str] = (), aliases: dict[str, str] | None = None) -> None:
+    """A ConfigError as the one-line error of the flag that set the field (the alias the
+    user typed, if any)."""
     if e.field is None:
         parser.error(str(e))
-    parser.error(f"argument {SETTING_FLAGS.get(e.field, _flag(e.field))}: {e}")
+    flags = [SETTING_FLAGS.get(e.field, _flag(e.field))]
+    flags += [_flag(a) for a, target in (aliases or {}).items() if target == e.field]
+    typed = [f for f in flags if any(a == f or a.startswith(f + "=") for a in argv)]
+    parser.error(f"argument {(typed or flags)[0]}: {e}")
 
 
 def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -196,69 +302,104 @@ def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error(f"argument {bad}: not allowed with --resume (the run's config.json fixes it)")
     folder = driver.RunFolder(args.resume)
     try:
-        saved = folder.read_config()
-    except (OSError, ValueError) as e:
-        parser.error(f"argument --resume: {folder.path} is not a run folder with a readable config.json ({e})")
-    if args.algorithm and saved.get("algorithm") != args.algorithm:
-        parser.error(f"argument --resume: {folder.path} is a run of {saved.get('algorithm')!r}, not {args.algorithm!r}")
+        settings = driver.read_settings(folder)
+    except driver.RunFolderError as e:
+        parser.error(f"argument --resume: {e}")
+    if args.algorithm and settings.algorithm != args.algorithm:
+        parser.error(f"argument --resume: {folder.path} is a run of {settings.algorithm!r}, not {args.algorithm!r}")
     for flag, value, low in (("--num-batches", args.num_batches, 1), ("--checkpoint-every", args.checkpoint_every, 0)):
         if value is not None and not low <= value <= 10_000_000:
             parser.error(f"argument {flag}: must be an integer in [{low}, 10000000], got {value}")
     _check_distributed(args, parser)
     print(f"resuming {folder.path}")
     return _run_guarded(lambda: driver.resume(folder.path, num_batches=args.num_batches,
-                                              checkpoint_every=args.checkpoint_every, progress=not args.no_progress))
+                                              checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                                              **_logging(args)))
 
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _check_logging(args, parser)
     if args.resume:
         return cmd_resume(args, parser)
-    if args.algorithm is None:
-        parser.error("argument algorithm: required (unless --resume RUN_DIR)")
+    file_values = {}
+    if args.config is not None:
+        try:
+            file_values = driver.settings.read_settings_file(args.config)
+        except ConfigError as e:
+            parser.error(f"argument --config: {e}")
+    if args.algorithm is None and "algorithm" not in file_values:
+        parser.error("argument algorithm: required (unless --resume RUN_DIR or --config FILE names it)")
     values = vars(args)
     config_kw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("config:")}
     env_kw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("env:")}
-    spec = registry.get(args.algorithm)
+    spec = registry.get(args.algorithm or file_values["algorithm"])
+    scalars = {"num_batches": args.num_batches, "seed": args.seed, "num_seeds": args.seeds,
+               "checkpoint_every": args.checkpoint_every, "simulator": args.simulator}
+    defaults = {"num_batches": 100, "checkpoint_every": 100}  # the command line's, where the file says nothing
+    scalars.update({k: v for k, v in defaults.items() if scalars[k] is None and k not in file_values})
     try:
-        config = spec.config_cls(**config_kw)
+        settings = driver.settings.merge_settings(file_values, args.algorithm, args.env, config_kw, env_kw, scalars)
     except ConfigError as e:
-        _config_error(parser, e)
+        if args.config is not None and e.field not in (None, *config_kw, *env_kw, *scalars, "env", "algorithm"):
+            parser.error(f"argument --config: {e}")  # a value from the file
+        _config_error(parser, e, args.argv, spec.aliases)
+    if args.print_config:
+        print(driver.settings.settings_to_toml(settings), end="")
+        return 0
+    name = args.name if args.name is not None else f"{spec.name}-{settings.env}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        settings = driver.RunSettings(
-            args.algorithm, args.env, env_kw, config,
-            num_batches=100 if args.num_batches is None else args.num_batches,
-            seed=0 if args.seed is None else args.seed, num_seeds=1 if args.seeds is None else args.seeds,
-            checkpoint_every=100 if args.checkpoint_every is None else args.checkpoint_every,
-            simulator=args.simulator or "jax",
-        )
-    except ConfigError as e:
-        _config_error(parser, e)
+        driver.check_name(name)
+    except driver.RunFolderError as e:
+        parser.error(f"argument --name: {e}")
     _check_distributed(args, parser)
-    name = args.name or f"{spec.name}-{settings.env}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.num_processes > 1:  # every process must agree on the folder: no -2 suffixes
         run_dir = Path(args.out) / name
         if args.process_id == 0 and run_dir.exists():
             parser.error(f"argument --name: {run_dir} exists; a multi-process run needs a new name")
     else:
-        run_dir = driver.new_run_dir(args.out, name)
+        try:
+            run_dir = driver.new_run_dir(args.out, name)
+        except driver.RunFolderError as e:
+            parser.error(f"argument --out: {e}")
     S = settings.num_seeds
     seeds = f"seed {settings.seed}" if S == 1 else f"seeds {settings.seed}..{settings.seed + S - 1} (vmapped)"
     where = "" if settings.simulator == "jax" else f" ({settings.simulator})"
     print(f"{spec.name} on {settings.env}{where}: {settings.num_batches} meta-iterations, {seeds} -> {run_dir}")
-    return _run_guarded(lambda: driver.train(settings, run_dir, progress=not args.no_progress))
+    return _run_guarded(lambda: driver.train(settings, run_dir, progress=not args.no_progress, **_logging(args)))
+
+
+def _logging(args) -> dict:
+    return {"tensorboard": not args.no_tensorboard, "wandb_project": args.wandb}
+
+
+def _check_logging(args, parser) -> None:
+    import importlib.util
+
+    if args.wandb is not None and importlib.util.find_spec("wandb") is None:
+        parser.error("argument --wandb: Weights & Biases is not installed: pip install 'jaxmeta[wandb]'")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     algo, env_name = _peek(argv)
     parser = _build_parser(algo, env_name)
-    if algo in registry.REGISTRY and env_name is not None and env_name not in envs.REGISTRY:
-        parser.error(f"argument --env: unknown environment {env_name!r}; known: {', '.join(sorted(envs.REGISTRY))}")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        cmd_list()
-        return 0
-    return cmd_train(args, parser)
+    given_env = _option(argv, "--env")
+    if algo in registry.REGISTRY and given_env is not None and given_env not in envs.REGISTRY:
+        parser.error(f"argument --env: unknown environment {given_env!r}; known: {', '.join(sorted(envs.REGISTRY))}")
+    sys.unraisablehook = _quiet_unraisable
+    try:
+        args = parser.parse_args(argv)
+        args.argv = argv
+        if args.command == "list":
+            cmd_list()
+            return 0
+        if args.command == "evaluate":
+            return _run_guarded(lambda: driver.evaluate_run(args.run, num_tasks=args.num_tasks, steps=args.steps,
+                                                            seed=args.seed, checkpoint=args.checkpoint))
+        return cmd_train(args, parser)
+    except KeyboardInterrupt:  # before the driver took over the signals (imports, compilation)
+        print("jaxmeta: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

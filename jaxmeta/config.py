@@ -6,7 +6,10 @@ with one line that names the field and its allowed range.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
+
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -20,13 +23,22 @@ class ConfigError(ValueError):
         self.field = field
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number: Python's or numpy's (np.float32(0.1) is as good as 0.1)."""
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    """Require an integer in [low, high] (high=None means unbounded)."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    """Require an integer (Python's or numpy's) in [low, high] (high=None means unbounded)."""
+    ok = _is_int(value)
     ok = ok and value >= low and (high is None or value <= high)
     if not ok:
         upper = "inf" if high is None else str(high)
@@ -61,15 +73,13 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
 
 
 def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
+    if not _is_bool(value):
         raise ConfigError(f"{name} must be True or False, got {value!r}", name)
 
 
 def check_sizes(name: str, value: Any, low: int = 1, high: int = 4096) -> None:
     """Require a non-empty tuple of integer layer sizes."""
-    ok = isinstance(value, tuple) and len(value) > 0 and all(
-        isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value
-    )
+    ok = isinstance(value, tuple) and len(value) > 0 and all(_is_int(v) and low <= v <= high for v in value)
     if not ok:
         raise ConfigError(
             f"{name} must be a non-empty tuple of integers in [{low}, {high}], got {value!r}", name

@@ -166,7 +166,7 @@ class HostCollector:
         carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (M,) + c.shape), carry)
         space = self.env.action_space
         if isinstance(space, Discrete):
-            prev_action = np.full((M, E), -1, np.int32)
+            prev_action = np.full((M, E), -1, jax.dtypes.canonicalize_dtype(jnp.int64))
         else:
             prev_action = np.zeros((M, E) + tuple(space.shape), dtype)
         prev_reward = np.zeros((M, E), dtype)

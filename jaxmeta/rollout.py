@@ -163,7 +163,7 @@ def rollout_trials(
     state, ts = reset(jax.random.split(k_reset, E), task)
     dtype = ts.reward.dtype
     if isinstance(env.action_space, Discrete):
-        prev_action = jnp.full((E,), -1, jnp.int32)
+        prev_action = jnp.full((E,), -1, jax.dtypes.canonicalize_dtype(jnp.int64))  # the policy's action dtype
     else:
         prev_action = jnp.zeros((E,) + tuple(env.action_space.shape), dtype)
     zeros = jnp.zeros((E,), dtype)

@@ -6,6 +6,13 @@ from typing import Any, NamedTuple
 import jax
 
 PRNGKey = jax.Array
+
+
+def default_float():
+    """The floating dtype new parameters and buffers get: float64 when JAX runs with
+    x64 enabled (`JAX_ENABLE_X64=1`), else float32. Everything else follows the dtype
+    of the parameters and tasks it is given."""
+    return jax.dtypes.canonicalize_dtype(jax.numpy.float64)
 Params = Any  # a pytree of arrays
 Task = Any  # a pytree of arrays describing one task
 EnvState = Any

@@ -152,7 +152,9 @@ def test_registry_spec_and_final_table():
     env = make("bandit", num_arms=3)
     cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=2, num_eval_tasks=20)
     algo = spec.build(env, cfg)
-    header, rows = spec.final_table(env, cfg, algo, algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), None)
+    header, rows, curves = spec.final_table(env, cfg, algo, algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1),
+                                            None)
+    assert list(curves) == [r[0] for r in rows] and curves["agent"].returns.shape == (4,)
     names = [r[0] for r in rows]
     assert names == ["agent", "random", "greedy", "epsilon_greedy", "ucb1", "thompson"]
     assert len(header) == len(rows[0])

@@ -122,24 +122,6 @@ def test_simulator_flag_is_a_run_setting(tmp_path, capsys, monkeypatch):
     assert code == 2 and "argument --seeds" in err and len(err.strip().splitlines()) == 1
 
 
-def test_tuple_flags_parse_by_their_element_type(tmp_path, capsys, monkeypatch):
-    from jaxmeta import driver
-
-    seen = {}
-    monkeypatch.setattr(driver, "train", lambda settings, run_dir, **kw: seen.update(settings=settings))
-    code, _, err = run_cli(["train", "snail", "--blocks", "tc,tc,attn", "--out", str(tmp_path)], capsys)
-    assert code == 0, err
-    assert seen["settings"].config.blocks == ("tc", "tc", "attn")
-    code, _, err = run_cli(["train", "snail", "--blocks", "tc,gru", "--out", str(tmp_path)], capsys)
-    assert code == 2 and "argument --blocks" in err
-
-
-def test_unknown_env_with_an_env_flag_names_the_env(tmp_path, capsys):
-    code, _, err = run_cli(["train", "maml", "--env", "navigation3d", "--horizon", "5", "--out", str(tmp_path)],
-                           capsys)
-    assert code == 2 and "argument --env: unknown environment 'navigation3d'" in err
-
-
 def test_promp_trains_from_the_maml_spelling(tmp_path, capsys):
     code, out, _ = run_cli(
         ["train", "maml", "--outer", "promp", "--num-batches", "1", "--meta-batch-size", "2",

@@ -28,8 +28,9 @@ def black_box_final_table(env, config, algorithm, state, key, collector=None):
     """The agent's mean reward per trial on the held-out tasks beside the classic baselines.
 
     Returns:
-      (header, rows): one row per method with the mean total reward per trial and the
-      mean return of the first and the last episode of the trial.
+      (header, rows, curves): one row per method with the mean total reward per trial and
+      the mean return of the first and the last episode of the trial; the curves (mean
+      return of episode k = 1..n) by method.
     """
     k_agent, k_base = jax.random.split(key)
     tasks = env.task_distribution().sample_batch(
@@ -42,7 +43,7 @@ def black_box_final_table(env, config, algorithm, state, key, collector=None):
         [name, float(c.returns.sum()), float(c.returns[0]), float(c.returns[-1])]
         for name, c in curves.items()
     ]
-    return header, rows
+    return header, rows, curves
 
 
 for _name, _cls, _factory, _doc in (

@@ -21,8 +21,8 @@ class AlgorithmSpec:
     description: str = ""
     # short flag -> field name (of the config or of the environment), e.g. {"arms": "num_arms"}
     aliases: dict[str, str] = field(default_factory=dict)
-    # (env, config, algorithm, state, key, collector) -> (header, rows) for the final
-    # table; None means the adaptation curve from `evaluate`.
+    # (env, config, algorithm, state, key, collector) -> (header, rows) or (header, rows,
+    # curves by name) for the final table; None means the adaptation curve from `evaluate`.
     final_table: Callable[..., tuple[list[str], list[list[Any]]]] | None = None
 
 

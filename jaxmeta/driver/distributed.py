@@ -6,16 +6,17 @@ import numpy as np
 
 
 def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int,
-                           cpu_collectives: str = "gloo") -> None:
+                           cpu_collectives: str = "gloo", timeout_s: int = 300) -> None:
     """`jax.distributed.initialize` for a multi-process (multi-host) run.
 
     On CPU the cross-process collectives go through `cpu_collectives` (gloo), which is
-    how a two-process run on one machine is tested.
+    how a two-process run on one machine is tested. Raises if not every process has
+    connected within `timeout_s` seconds.
     """
     if jax.config.jax_platforms in (None, "", "cpu") or str(jax.config.jax_platforms).startswith("cpu"):
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, initialization_timeout=timeout_s)
 
 
 def to_host(tree):

@@ -49,7 +49,7 @@ def aggregate_tables(tables: list[Table]) -> Table:
     return out_header, rows
 
 
-def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None):
+def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None, xlabel: str = "adaptation steps"):
     """Plot mean return against adaptation steps per curve.
 
     The band is the spread over tasks, or over seeds when the curves carry a leading
@@ -74,7 +74,7 @@ def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None
         k = np.arange(mean.shape[0])
         ax.plot(k, mean, marker="o", label=label)
         ax.fill_between(k, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("adaptation steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("mean return on held-out tasks")
     ax.set_xticks(range(max(np.asarray(c.returns).shape[-1] for c in curves.values())))
     ax.grid(alpha=0.3)

@@ -9,7 +9,10 @@ field.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jaxmeta import envs
@@ -115,6 +118,8 @@ class RunSettings:
     @classmethod
     def from_json(cls, values: dict) -> RunSettings:
         """Settings from `to_json`'s form (config.json of a run)."""
+        if values["algorithm"] not in registry.REGISTRY:
+            raise ConfigError(f"unknown algorithm {values['algorithm']!r}", "algorithm")
         spec = registry.get(values["algorithm"])
         kw = {k: values[k] for k in ("algorithm", "env", "env_kwargs", "num_batches", "seed", "num_seeds",
                                      "checkpoint_every", "simulator") if k in values}
@@ -122,10 +127,117 @@ class RunSettings:
 
 
 def config_from_json(cls, values: dict):
-    """A config dataclass from its JSON form (lists back to tuples where the field is one)."""
-    kw = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            v = values[f.name]
-            kw[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**kw)
+    """A config dataclass from its JSON form (lists back to tuples where the field is one).
+
+    An unknown key is a ConfigError naming it (a hand-edited typo is not ignored)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config must be a JSON object of {cls.__name__} fields, got {values!r}", "config")
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    for k in values:
+        if k not in fields:
+            raise ConfigError(f"{k!r} is not a field of {cls.__name__}", k)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+# --------------------------------------------------------------------------- config files
+
+FILE_KEYS = ("algorithm", "env", "env_kwargs", "config", "num_batches", "seed", "num_seeds", "checkpoint_every",
+             "simulator")
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The published settings shipped with jaxmeta, by name (`jaxmeta train --config NAME`)."""
+    return {p.stem: p for p in sorted(SHIPPED.glob("*.toml"))}
+
+
+def read_settings_file(path: str | os.PathLike) -> dict:
+    """A run-settings file (TOML, YAML or JSON) as a dict of RunSettings fields.
+
+    `path` may also name a shipped config (`maml-navigation`, see `shipped_configs`).
+    The top level holds `algorithm`, `env`, `num_batches`, `seed`, ... and the tables
+    `[config]` (the algorithm's config fields) and `[env_kwargs]` (the environment's).
+    An unknown key is a ConfigError naming it.
+    """
+    p = Path(path)
+    if not p.exists() and str(path) in shipped_configs():
+        p = shipped_configs()[str(path)]
+    try:
+        text = p.read_text()
+    except OSError as e:
+        known = ", ".join(shipped_configs())
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}; shipped configs: {known}", "config") \
+            from None
+    try:
+        if p.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+
+            values = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        elif p.suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ConfigError(f"config file {p} must end in .toml, .yaml, .yml or .json", "config")
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each parser has its own error types
+        raise ConfigError(f"config file {p} does not parse: {' '.join(str(e).split())[:200]}", "config") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {p} must hold a table of settings", "config")
+    for k in values:
+        if k not in FILE_KEYS:
+            raise ConfigError(f"config file {p}: unknown key {k!r}; known: {', '.join(FILE_KEYS)}", k)
+    for k in ("config", "env_kwargs"):
+        if not isinstance(values.get(k, {}), dict):
+            raise ConfigError(f"config file {p}: {k} must be a table", k)
+    return values
+
+
+def merge_settings(file_values: dict, algorithm: str | None, env: str | None, config_kw: dict, env_kw: dict,
+                   scalars: dict) -> RunSettings:
+    """RunSettings from a settings file overridden by command-line values (None: not
+    given). Unknown config fields in the file are a ConfigError naming the field."""
+    algorithm = algorithm or file_values.get("algorithm")
+    if algorithm is None:
+        raise ConfigError("no algorithm: name one, or give a config file that does", "algorithm")
+    if file_values.get("algorithm") not in (None, algorithm):
+        raise ConfigError(f"the config file is for {file_values['algorithm']!r}, not {algorithm!r}", "algorithm")
+    if algorithm not in registry.REGISTRY:
+        raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(sorted(registry.REGISTRY))}",
+                          "algorithm")
+    spec = registry.get(algorithm)
+    file_env = file_values.get("env")
+    env = env or file_env
+    file_env_kw = file_values.get("env_kwargs", {}) if env == file_env or file_env is None else {}
+    config = config_from_json(spec.config_cls, {**file_values.get("config", {}), **config_kw})
+    given = {k: v for k, v in scalars.items() if v is not None}
+    rest = {k: file_values[k] for k in ("num_batches", "seed", "num_seeds", "checkpoint_every", "simulator")
+            if k in file_values}
+    return RunSettings(algorithm, env, {**file_env_kw, **env_kw}, config, **{**rest, **given})
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def settings_to_toml(settings: RunSettings) -> str:
+    """The settings as a file `read_settings_file` reads back (for --print-config)."""
+    values = settings.to_json()
+    lines = [f"{k} = {_toml_value(values[k])}" for k in FILE_KEYS if k not in ("config", "env_kwargs")]
+    for table in ("env_kwargs", "config"):
+        lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in values[table].items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -7,10 +7,14 @@ import threading
 
 
 class StopRequest:
-    """Set by the first SIGINT/SIGTERM; a second one raises KeyboardInterrupt at once."""
+    """Set by the first SIGINT/SIGTERM. A second one raises KeyboardInterrupt at once,
+    except inside `protect()` (a checkpoint being written), where it waits for the end
+    of the block so that no file is left half-written."""
 
     def __init__(self):
         self.signum: int | None = None
+        self._protected = 0
+        self._pending = False
 
     def __bool__(self) -> bool:
         return self.signum is not None
@@ -18,6 +22,25 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        elif self._protected:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def protect(self):
+        self._protected += 1
+        try:
+            yield
+        finally:
+            self._protected -= 1
+        if self._pending and not self._protected:
+            self._pending = False
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -30,13 +53,8 @@ def stop_on_signals(enabled: bool = True):
     stop = StopRequest()
     old = {}
     if enabled and threading.current_thread() is threading.main_thread():
-        def on_signal(signum, frame):
-            if stop.signum is not None:  # a second signal: stop now
-                raise KeyboardInterrupt
-            stop.signum = signum
-
         for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, on_signal)
+            old[sig] = signal.signal(sig, stop._on_signal)
     try:
         yield stop
     finally:

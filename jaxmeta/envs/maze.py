@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxmeta.config import ConfigError, check_float, check_int
 from jaxmeta.envs.base import Box, Discrete, TaskDistribution
-from jaxmeta.types import TimeStep
+from jaxmeta.types import TimeStep, default_float
 
 
 class MazeTask(NamedTuple):
@@ -77,20 +77,26 @@ class MetaMaze:
         return TaskDistribution(sample)
 
     def _obs(self, gym_obs):
-        return gym_obs[: self.rf_size**2].astype(jnp.float32)
+        return gym_obs[: self.rf_size**2].astype(default_float())
+
+    def _typed(self, inner, task: MazeTask):
+        """gymnax's state with the task's goal, positions in one integer dtype (with x64
+        enabled gymnax mixes int32 and int64 positions, which its `lax.select`s refuse)."""
+        dtype = self._gym.directions.dtype
+        return inner.replace(pos=jnp.asarray(inner.pos, dtype), goal=task.goal.astype(dtype))
 
     def reset(self, key, task: MazeTask):
         gym_obs, inner = self._gym.reset_env(key, self._params)
-        inner = inner.replace(goal=task.goal.astype(inner.goal.dtype))
+        inner = self._typed(inner, task)
         false = jnp.zeros((), bool)
         return MazeState(inner, jnp.zeros((), jnp.int32)), TimeStep(
-            self._obs(self._gym.get_obs(inner, self._params)), jnp.zeros((), jnp.float32), false, false, {}
+            self._obs(self._gym.get_obs(inner, self._params)), jnp.zeros((), default_float()), false, false, {}
         )
 
     def step(self, key, state: MazeState, action, task: MazeTask):
-        inner = state.inner.replace(goal=task.goal.astype(state.inner.goal.dtype))
+        inner = self._typed(state.inner, task)
         gym_obs, inner, reward, _, _ = self._gym.step_env(key, inner, action, self._params)
-        reward = jnp.asarray(reward, jnp.float32)
+        reward = jnp.asarray(reward, default_float())
         terminated = reward > 0.0  # the goal was reached (gymnax then respawns the agent)
         t = state.t + 1
         return MazeState(inner, t), TimeStep(self._obs(gym_obs), reward, terminated, t >= self.horizon, {})

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmeta.types import default_float
+
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
 
 
@@ -24,9 +26,10 @@ class MLP(nn.Module):
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
         init = nn.initializers.xavier_uniform()
+        dtype = default_float()
         for h in self.hidden_sizes:
-            x = act(nn.Dense(h, kernel_init=init)(x))
-        return nn.Dense(self.out_size, kernel_init=init)(x)
+            x = act(nn.Dense(h, kernel_init=init, param_dtype=dtype)(x))
+        return nn.Dense(self.out_size, kernel_init=init, param_dtype=dtype)(x)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class GaussianPolicy:
         return MLP(self.hidden_sizes, self.action_dim, self.activation)
 
     def init(self, key) -> dict:
-        mlp = self.net.init(key, jnp.zeros((1, self.obs_dim)))["params"]
+        mlp = self.net.init(key, jnp.zeros((1, self.obs_dim), default_float()))["params"]
         log_std = jnp.full((self.action_dim,), math.log(self.init_std), dtype=jax.tree.leaves(mlp)[0].dtype)
         return {"mlp": mlp, "log_std": log_std}
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxmeta.config import ConfigError, check_bool, check_choice, check_int
+from jaxmeta.types import default_float
 
 
 def _head_init(scale: float):
@@ -52,8 +53,9 @@ class _Heads(nn.Module):
 
     @nn.compact
     def __call__(self, h):  # h: [..., F]
-        policy_out = nn.Dense(self.num_outputs, kernel_init=_head_init(0.01), name="policy")(h)
-        value = nn.Dense(1, kernel_init=_head_init(1.0), name="value")(h)[..., 0]
+        dtype = default_float()
+        policy_out = nn.Dense(self.num_outputs, kernel_init=_head_init(0.01), param_dtype=dtype, name="policy")(h)
+        value = nn.Dense(1, kernel_init=_head_init(1.0), param_dtype=dtype, name="value")(h)[..., 0]
         return policy_out, value
 
 
@@ -154,11 +156,12 @@ class GRUNet(nn.Module):
         D = xs.shape[-1]
         heads = _Heads(self.num_outputs, self.continuous, name="heads")
         heads(h)  # creates the head parameters at init (unused otherwise; XLA drops it)
+        dtype = default_float()
         p = {
-            "w_i": self.param("w_i", nn.initializers.glorot_uniform(), (D, 3 * H)),
-            "b_i": self.param("b_i", nn.initializers.zeros, (3 * H,)),
-            "w_h": self.param("w_h", nn.initializers.orthogonal(), (H, 3 * H)),
-            "b_hn": self.param("b_hn", nn.initializers.zeros, (H,)),
+            "w_i": self.param("w_i", nn.initializers.glorot_uniform(), (D, 3 * H), dtype),
+            "b_i": self.param("b_i", nn.initializers.zeros, (3 * H,), dtype),
+            "w_h": self.param("w_h", nn.initializers.orthogonal(), (H, 3 * H), dtype),
+            "b_hn": self.param("b_hn", nn.initializers.zeros, (H,), dtype),
             "heads": heads.variables["params"],
         }
         return gru_sequence(p, h, xs, self.remat)
@@ -220,15 +223,16 @@ class SNAILNet(nn.Module):
         pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
         t, old = carry.t, carry.feats  # old: [P + L, B, C] the stream before this window
         keys, values = list(carry.keys), list(carry.values)
+        zero = jnp.zeros((), t.dtype)  # slice indices share t's integer dtype (also with x64 enabled)
 
         def write(buf, rows, start):  # rows [W, B, C] into buf at time `start`
-            return lax.dynamic_update_slice(buf, rows.astype(buf.dtype), (start, 0, 0))
+            return lax.dynamic_update_slice(buf, rows.astype(buf.dtype), (start, zero, zero))
 
         def back(x, d):  # the stream's first c channels d steps before each step of the window
             c = x.shape[-1]
             if d >= W:  # entirely before the window: from the carry
-                return lax.dynamic_slice(old, (pad + t - d, 0, 0), (W, B, c))
-            before = lax.dynamic_slice(old, (pad + t - d, 0, 0), (d, B, c))  # [d, B, c]
+                return lax.dynamic_slice(old, (pad + t - d, zero, zero), (W, B, c))
+            before = lax.dynamic_slice(old, (pad + t - d, zero, zero), (d, B, c))  # [d, B, c]
             return jnp.concatenate([before, x[: W - d]], axis=0)
 
         # The window's stream is built as a list of channel blocks (the input, then each
@@ -238,21 +242,22 @@ class SNAILNet(nn.Module):
         pieces = [xs.astype(old.dtype)]
         a = 0
         pos = jnp.arange(self.context)  # [L]
+        dtype = default_float()
         q_pos = t + jnp.arange(W)  # [W]
         for i, layer in enumerate(plan):
             x = jnp.concatenate(pieces, axis=-1) if len(pieces) > 1 else pieces[0]  # [W, B, c]
             c = layer[-1]  # stream channels this layer reads (the plan tracks them)
             if layer[0] == "dense":
                 d = layer[1]
-                w = self.param(f"dense{i}_w", nn.initializers.glorot_uniform(), (2 * c, 2 * self.filters))
-                b = self.param(f"dense{i}_b", nn.initializers.zeros, (2 * self.filters,))
+                w = self.param(f"dense{i}_w", nn.initializers.glorot_uniform(), (2 * c, 2 * self.filters), dtype)
+                b = self.param(f"dense{i}_b", nn.initializers.zeros, (2 * self.filters,), dtype)
                 # causal dilated convolution of width 2: the stream d steps back and now
                 y = back(x, d) @ w[:c] + x @ w[c:] + b  # [W, B, 2F]
                 out = jnp.tanh(y[..., : self.filters]) * jax.nn.sigmoid(y[..., self.filters :])  # [W, B, F]
             else:
-                wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, self.key_size))
-                wk = self.param(f"attn{i}_k", nn.initializers.glorot_uniform(), (c, self.key_size))
-                wv = self.param(f"attn{i}_v", nn.initializers.glorot_uniform(), (c, self.value_size))
+                wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, self.key_size), dtype)
+                wk = self.param(f"attn{i}_k", nn.initializers.glorot_uniform(), (c, self.key_size), dtype)
+                wv = self.param(f"attn{i}_v", nn.initializers.glorot_uniform(), (c, self.value_size), dtype)
                 q = x @ wq  # [W, B, K]
                 keys[a] = write(keys[a], x @ wk, t)
                 values[a] = write(values[a], x @ wv, t)
@@ -282,14 +287,15 @@ class _SequencePolicy:
     def _net(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def initial_carry(self, batch_size: int, dtype=jnp.float32) -> Any:  # pragma: no cover
+    def initial_carry(self, batch_size: int, dtype=None) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def init(self, key) -> dict:
         carry = self.initial_carry(1)
-        params = {"net": self._net().init(key, carry, jnp.zeros((1, 1, self.input_dim)))["params"]}
+        dtype = default_float()
+        params = {"net": self._net().init(key, carry, jnp.zeros((1, 1, self.input_dim), dtype))["params"]}
         if self.continuous:
-            params["log_std"] = jnp.zeros((self.num_outputs,))
+            params["log_std"] = jnp.zeros((self.num_outputs,), dtype)
         return params
 
     def apply(self, params, carry, xs):
@@ -321,8 +327,8 @@ class GRUPolicy(_SequencePolicy):
     def _net(self):
         return GRUNet(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat)
 
-    def initial_carry(self, batch_size: int, dtype=jnp.float32):
-        return jnp.zeros((batch_size, self.arch.hidden_size), dtype)  # [B, H]
+    def initial_carry(self, batch_size: int, dtype=None):
+        return jnp.zeros((batch_size, self.arch.hidden_size), dtype or default_float())  # [B, H]
 
 
 @dataclass(frozen=True)
@@ -345,7 +351,8 @@ class SNAILPolicy(_SequencePolicy):
         a = self.arch
         return snail_layout(a.blocks, self.context, self.input_dim, a.filters, a.key_size, a.value_size)
 
-    def initial_carry(self, batch_size: int, dtype=jnp.float32) -> SNAILCarry:
+    def initial_carry(self, batch_size: int, dtype=None) -> SNAILCarry:
+        dtype = dtype or default_float()
         plan = self.layout
         a = self.arch
         pad = max([p[1] for p in plan if p[0] == "dense"], default=0)

@@ -103,7 +103,7 @@ def backtracking_line_search(
 
     def body(c):
         k, x, loss, con, _ = c
-        cand = x0 - (backtrack_ratio**k) * full_step
+        cand = x0 - jnp.asarray(backtrack_ratio, x0.dtype) ** k * full_step
         new_loss, new_con = evaluate(cand)
         accepted = (new_loss < loss0) & (new_con < max_constraint)
         x = jnp.where(accepted, cand, x)

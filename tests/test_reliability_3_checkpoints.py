@@ -1,0 +1,76 @@
+"""Class 3: a corrupt newest checkpoint does not block a run that has good older ones:
+the run resumes from the newest checkpoint that restores, says so in one line, keeps the
+broken one aside, and removes unfinished checkpoints left by kills."""
+import shutil
+
+import pytest
+
+from jaxmeta.driver import checkpoint as ckpt
+from conftest import metrics_rows, one_line_error, run_cli, snapshot, tiny_run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny MAML run with checkpoints at 2, 4 and 6."""
+    return tiny_run(tmp_path_factory.mktemp("runs"), "done", 6, checkpoint_every=2)
+
+
+def _truncate_arrays(step_dir):
+    for p in (step_dir / "state").rglob("*"):
+        if p.is_file() and p.stat().st_size > 100:
+            p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_newest_good_one(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    _truncate_arrays(run / "checkpoints" / "6")
+    code, out, err = run_cli(["train", "--resume", str(run), "--num-batches", "8", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "tensorstore" not in (out + err)
+    said = [line for line in out.splitlines() if "checkpoint 6" in line]
+    assert len(said) == 1 and "is corrupt" in said[0] and "resuming from checkpoint 4" in said[0], out
+    assert len(said[0]) < 400
+    assert "resuming" in out and "from meta-iteration 4" in out
+    # the broken checkpoint is kept aside, out of the way of orbax
+    assert (run / ckpt.CORRUPT_DIR / "6").is_dir() and ckpt.steps(run) == [4, 6, 8]
+    # and the result is the uninterrupted run's: iterations 5 and 6 were redone identically
+    rows = metrics_rows(run)
+    assert [r["iteration"] for r in rows] == list(range(1, 9))
+    assert rows[:6] == metrics_rows(finished)
+
+
+def test_no_checkpoint_restores_is_one_short_line_and_changes_nothing(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    for step in ("2", "4", "6"):
+        _truncate_arrays(run / "checkpoints" / step)
+    before = snapshot(run)
+    code, out, err = run_cli(["train", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert "no checkpoint" in line and "restores" in line and all(f"{s}: corrupt" in line for s in (2, 4, 6))
+    assert len(line) < 1000 and "tensorstore_spec" not in line
+    assert snapshot(run) == before
+
+
+def test_unfinished_checkpoints_left_by_kills_are_removed(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    stale = run / "checkpoints" / f"8{ckpt.TMP_MARK}-1234"
+    shutil.copytree(run / "checkpoints" / "6", stale)
+    assert ckpt.temporary(run) == [stale]
+    code, _, err = run_cli(["train", "--resume", str(run), "--num-batches", "7", "--no-progress"], capsys)
+    assert code == 0, err
+    assert ckpt.temporary(run) == [] and ckpt.steps(run) == [4, 6, 7]
+
+
+def test_manifest_detects_a_changed_file_that_orbax_would_read_silently(finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    step = run / "checkpoints" / "6"
+    assert ckpt.check_manifest(step) is None
+    meta = next(p for p in (step / "meta").rglob("*") if p.is_file() and p.name != "commit_success.txt")
+    meta.write_bytes(meta.read_bytes().replace(b'"seed"', b'"seeD"'))
+    reason = ckpt.check_manifest(step)
+    assert reason is not None and "changed since it was written" in reason
