@@ -2,7 +2,8 @@
 
 `jaxmeta train ALGO ... --seeds 8` trains 8 seeds at once (vmapped);
 `jaxmeta train --resume runs/NAME` continues a run from its newest checkpoint;
-`--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit;
+`--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit (the
+`metaworld-*` environments run on their `metaworld` simulator, in worker processes);
 `--coordinator HOST:PORT --num-processes N --process-id I` runs one process of a
 multi-host job (see docs/scaling.md).
 
@@ -96,8 +97,9 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
                     help="algorithm (may be left out with --resume)")
     tr.add_argument("--env", help="environment (default: the algorithm's own)")
     tr.add_argument("--simulator", default=None,
-                    help="jax (default: the environment's own jittable code; brax for the locomotion tasks) or "
-                         "mujoco (native MuJoCo stepped outside jit)")
+                    help="jax (default: the environment's own jittable code; brax for the locomotion tasks), "
+                         "mujoco (native MuJoCo stepped outside jit) or metaworld (worker processes; the "
+                         "default and only simulator of the metaworld-* environments)")
     tr.add_argument("--num-batches", type=int, default=None, help="meta-iterations (default: 100)")
     tr.add_argument("--seed", type=int, default=None, help="default: 0")
     tr.add_argument("--name", help="run name (default: ALGO-ENV-TIME)")
@@ -146,7 +148,8 @@ def cmd_list() -> None:
         doc = (factory.__doc__ or "").strip().splitlines()
         print(f"  {name:14s} {doc[0] if doc else ''}")
     print("simulators (--simulator):")
-    print("  jax            every environment's own jittable implementation (Brax for locomotion; default)")
+    print("  jax            every environment's own jittable implementation (Brax for locomotion; default "
+          "except for metaworld-*)")
     for name, runs in envs.HOST_SIMULATORS.items():
         print(f"  {name:14s} stepped outside jit, for {', '.join(runs)}")
 
@@ -229,7 +232,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             num_batches=100 if args.num_batches is None else args.num_batches,
             seed=0 if args.seed is None else args.seed, num_seeds=1 if args.seeds is None else args.seeds,
             checkpoint_every=100 if args.checkpoint_every is None else args.checkpoint_every,
-            simulator=args.simulator or "jax",
+            simulator=args.simulator,
         )
     except ConfigError as e:
         _config_error(parser, e)

@@ -168,7 +168,7 @@ def train(
             checkpointer.save(iteration, {"state": state, "k_train": keys.train}, {**expect, "metrics": history})
 
     untrained = None
-    if settings.spec.final_table is None:
+    if settings.spec.final_table_for(settings.env) is None:
         with parallel.use_mesh(mesh):
             untrained = program.evaluate(state0, keys.eval)
 
@@ -200,10 +200,16 @@ def train(
                     log(msg)
                     raise TrainingInterrupted(msg, stop.signum)
         save(settings.num_batches, state)
+        if checkpointer is not None:
+            checkpointer.close()
+            checkpointer = None
+        return _finish(settings, env, algo, collector, program, state, state0, untrained, keys, history, folder,
+                       mesh, log)
     finally:
         if checkpointer is not None:
             checkpointer.close()
-    return _finish(settings, env, algo, collector, program, state, untrained, keys, history, folder, mesh, log)
+        if collector is not None:  # a host simulator's worker processes
+            collector.close()
 
 
 def _run_meta(settings: RunSettings) -> dict:
@@ -252,23 +258,31 @@ def _check_finite(rows, bad_leaf: int, float_paths, iteration: int, checkpointer
     raise NonFiniteError(f"non-finite value at meta-iteration {iteration}: {what}; training stopped, {where}")
 
 
-def _finish(settings, env, algo, collector, program, state, untrained, keys, history, folder, mesh, log) -> RunResult:
+def _finish(settings, env, algo, collector, program, state, state0, untrained, keys, history, folder, mesh,
+            log) -> RunResult:
     spec, S = settings.spec, settings.num_seeds
+    final_table = spec.final_table_for(settings.env)
     batched = S > 1
     seed_list = list(range(settings.seed, settings.seed + S))
     pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree) if batched else tree
     curves = {}
     with parallel.use_mesh(mesh):
-        if spec.final_table is None:
+        if final_table is None:
             trained = program.evaluate(state, keys.eval)
             untrained, trained = to_host((untrained, trained))
             curves = {"untrained": untrained, "trained": trained}
             per_seed = [report.adaptation_table(pick(untrained, i), pick(trained, i)) for i in range(S)]
             title = "adaptation on held-out tasks (mean return after k inner steps)"
         else:
-            host_state = to_host(state)
-            per_seed = [spec.final_table(env, settings.config, algo, pick(host_state, i),
-                                         keys.eval[i] if batched else keys.eval, collector) for i in range(S)]
+            host_state, host_state0 = to_host((state, state0))
+            per_seed = []
+            for i in range(S):
+                header, rows, *more = final_table(env, settings.config, algo, pick(host_state, i),
+                                                  keys.eval[i] if batched else keys.eval, collector,
+                                                  initial_state=pick(host_state0, i))
+                per_seed.append((header, rows))
+                if more and S == 1:  # curves to plot (one seed: host simulators train one at a time)
+                    curves = to_host(more[0])
             title = "held-out tasks"
     header, rows = report.aggregate_tables(per_seed)
     if batched:
@@ -276,7 +290,7 @@ def _finish(settings, env, algo, collector, program, state, untrained, keys, his
     log(f"\n{title}\n{report.format_table(header, rows)}")
     if folder is not None:
         folder.finish(title, (header, rows), {str(s): t for s, t in zip(seed_list, per_seed)} if batched else None,
-                      history, f"{spec.name} on {settings.env}")
+                      history, f"{spec.name} on {settings.env}", curves if final_table is not None else None)
         log(f"results in {folder.path}")
     return RunResult(folder.path if folder else None, state, history, (header, rows), curves)
 
@@ -338,7 +352,7 @@ def resume(run_dir: str | Path, *, num_batches: int | None = None, checkpoint_ev
 
 def run(algorithm: str, env: str | None = None, config: Any = None, *, env_kwargs: dict | None = None,
         num_batches: int = 100, seed: int = 0, num_seeds: int = 1, checkpoint_every: int = 0,
-        simulator: str = "jax", run_dir: str | Path | None = None, **kwargs) -> RunResult:
+        simulator: str | None = None, run_dir: str | Path | None = None, **kwargs) -> RunResult:
     """Train a registered algorithm by name, as `jaxmeta train` does (for notebooks).
 
     Further keyword arguments (progress, log, callback, ...) go to `train`.
