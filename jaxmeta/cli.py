@@ -2,6 +2,8 @@
 
 `jaxmeta train ALGO ... --seeds 8` trains 8 seeds at once (vmapped);
 `jaxmeta train --resume runs/NAME` continues a run from its newest checkpoint;
+`jaxmeta evaluate runs/NAME` makes its final table (e.g. Meta-World's success rates on
+its test tasks) at its newest checkpoint, into runs/NAME/evaluate-<iteration>/;
 `--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit (the
 `metaworld-*` environments run on their `metaworld` simulator, in worker processes);
 `--coordinator HOST:PORT --num-processes N --process-id I` runs one process of a
@@ -91,6 +93,9 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
     parser = _Parser(prog="jaxmeta", description="Meta-reinforcement learning in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list algorithms and environments")
+    ev = sub.add_parser("evaluate", help="the final table of a run at its newest checkpoint")
+    ev.error = parser.error  # type: ignore[method-assign]
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (runs/NAME)")
     tr = sub.add_parser("train", help="meta-train an algorithm")
     tr.error = parser.error  # type: ignore[method-assign]
     tr.add_argument("algorithm", nargs="?", choices=sorted(registry.REGISTRY),
@@ -261,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         cmd_list()
         return 0
+    if args.command == "evaluate":
+        return _run_guarded(lambda: driver.evaluate(args.run_dir))
     return cmd_train(args, parser)
 
 

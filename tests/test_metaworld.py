@@ -286,7 +286,9 @@ def test_worker_survives_ctrl_c_and_a_killed_worker_raises(worker_sims):
     sim.set_tasks(task_batch(np.zeros(5), np.zeros(5), np.arange(5)))
     sim.reset(0)
     pids = sim.worker_pids
-    os.kill(pids[0], signal.SIGINT)  # Ctrl-C reaches the whole process group
+    # a terminal's Ctrl-C goes to its foreground process group: workers are in their own session
+    assert all(os.getsid(p) != os.getsid(0) for p in pids)
+    os.kill(pids[0], signal.SIGINT)  # and a SIGINT sent to one anyway leaves it stepping
     obs, reward, terminated, success = sim.step(np.zeros((5, 4)))
     assert obs.shape == (5, 39) and reward.shape == success.shape == terminated.shape == (5,)
     os.kill(pids[1], signal.SIGKILL)
@@ -346,3 +348,12 @@ def test_driver_run_reports_success_per_test_task_and_the_mean(tmp_path):
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"pre_success", "post_success"} <= set(metrics[0])
     assert json.loads((run / "config.json").read_text())["simulator"] == "metaworld"
+    # `jaxmeta evaluate` makes the same table from the newest checkpoint
+    again = driver.evaluate(run, log=lambda s: None)
+    assert again.table == result.table
+    assert json.loads((run / "evaluate-1" / "final_table.json").read_text()) == table
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_run(capsys, tmp_path):
+    code, _, err = run_cli(["evaluate", str(tmp_path)], capsys)
+    assert code == 2 and "cannot evaluate" in err and "config.json" in err

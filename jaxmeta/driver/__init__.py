@@ -1,7 +1,7 @@
 """The driver: the only impure package (with `jaxmeta.cli` and `benchmarks/`).
 
     settings.py     RunSettings: one frozen, validated object per run
-    loop.py         train / resume / run: build, init or restore, iterate, finish
+    loop.py         train / resume / evaluate / run: build, init or restore, iterate, finish
     run_folder.py   config.json, metrics.jsonl, final tables: atomic writes, read back
     report.py       tables and plots
     signals.py      Ctrl-C / SIGTERM as "checkpoint, then stop"
@@ -10,7 +10,7 @@
     distributed.py  multi-process runs
 """
 from jaxmeta.driver.checkpoint import CheckpointError
-from jaxmeta.driver.loop import NonFiniteError, Program, RunResult, TrainingInterrupted, resume, run, train
+from jaxmeta.driver.loop import NonFiniteError, Program, RunResult, TrainingInterrupted, evaluate, resume, run, train
 from jaxmeta.driver.report import adaptation_table, aggregate_tables, format_table, plot_adaptation, plot_returns
 from jaxmeta.driver.run_folder import RunFolder, new_run_dir
 from jaxmeta.driver.seeds import replace_unchecked, seed_keys, sweep
@@ -18,6 +18,6 @@ from jaxmeta.driver.settings import RunSettings
 
 __all__ = [
     "CheckpointError", "NonFiniteError", "Program", "RunFolder", "RunResult", "RunSettings", "TrainingInterrupted",
-    "adaptation_table", "aggregate_tables", "format_table", "new_run_dir", "plot_adaptation", "plot_returns",
+    "adaptation_table", "aggregate_tables", "evaluate", "format_table", "new_run_dir", "plot_adaptation", "plot_returns",
     "replace_unchecked", "resume", "run", "seed_keys", "sweep", "train",
 ]

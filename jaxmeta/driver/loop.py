@@ -341,13 +341,50 @@ def resume(run_dir: str | Path, *, num_batches: int | None = None, checkpoint_ev
     `checkpoint_every` change how often it checkpoints.
     """
     folder = RunFolder(run_dir)
-    try:
-        saved = folder.read_config()
-        settings = RunSettings.from_json(saved)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ckpt.CheckpointError(f"cannot resume {folder.path}: no readable config.json of a run ({e})") from e
+    settings = _read_settings(folder, "resume")
     changes = {k: v for k, v in (("num_batches", num_batches), ("checkpoint_every", checkpoint_every)) if v is not None}
     return train(settings.replace(**changes), folder.path, resume=True, **kwargs)
+
+
+def _read_settings(folder: RunFolder, what: str) -> RunSettings:
+    try:
+        return RunSettings.from_json(folder.read_config())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ckpt.CheckpointError(f"cannot {what} {folder.path}: no readable config.json of a run ({e})") from e
+
+
+def evaluate(run_dir: str | Path, *, log: Callable[[str], None] = print, mesh: Any = None) -> RunResult:
+    """The final table of the run in `run_dir` at its newest checkpoint, made as the end
+    of training makes it (`jaxmeta evaluate`): the same keys, so a finished run's table
+    is reproduced exactly; a stopped run is evaluated where it stopped.
+
+    Writes RUN/evaluate-<iteration>/ (final table, plots) and returns the result.
+    Raises CheckpointError when the run has no readable config or checkpoint.
+    """
+    folder = RunFolder(run_dir)
+    settings = _read_settings(folder, "evaluate")
+    env = settings.make_env()
+    algo, collector = build_algorithm(settings, env)
+    keys = seeds.run_keys(settings.seed, settings.num_seeds)
+    mesh = parallel.task_mesh() if mesh is None else mesh
+    program = Program(algo, settings.num_seeds, mesh)
+    try:
+        with parallel.use_mesh(mesh):
+            state0 = program.init(keys.init)
+        state, iteration, history = _restore(folder, settings, state0, keys, settings.identity(), mesh)
+        log(f"evaluating {folder.path} at meta-iteration {iteration}")
+        untrained = None
+        if settings.spec.final_table_for(settings.env) is None:
+            with parallel.use_mesh(mesh):
+                untrained = program.evaluate(state0, keys.eval)
+        out = RunFolder(folder.path / f"evaluate-{iteration}", write=is_primary())
+        if out.write:
+            out.path.mkdir(exist_ok=True)
+        return _finish(settings, env, algo, collector, program, state, state0, untrained, keys, history, out, mesh,
+                       log)
+    finally:
+        if collector is not None:
+            collector.close()
 
 
 def run(algorithm: str, env: str | None = None, config: Any = None, *, env_kwargs: dict | None = None,

@@ -31,12 +31,13 @@ Imports of metaworld, gymnasium and mujoco are lazy: this module imports without
 from __future__ import annotations
 
 import difflib
-import multiprocessing
 import os
-import signal
-import traceback
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from multiprocessing.connection import Connection
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,7 @@ import numpy as np
 
 from jaxmeta.config import ConfigError, check_int
 from jaxmeta.envs.base import Box, TaskDistribution
+from jaxmeta.envs.metaworld_worker import EnvSlice
 
 # Meta-World 3.1.1's env_dict, in its order (tests check these against the installed
 # package, so the constants cannot drift): ML10_V3 and ML45_V3 train / test classes.
@@ -226,73 +228,6 @@ def benchmark_tasks(env: _MetaWorld) -> tuple[tuple[list, ...], tuple[list, ...]
     return _BENCHMARKS[key]
 
 
-# --------------------------------------------------------------------------- the environments of one process
-
-
-class _EnvSlice:
-    """Consecutive environments of a simulator, stepped in one process (a worker or the
-    caller's). Environment instances are kept in a pool per class and reused."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.envs: list[Any] = [None] * n
-        self.pool: dict[type, list] = {}
-
-    def set_tasks(self, tasks: list) -> None:
-        """One `metaworld.Task` per environment; instances of the right class are taken from the pool."""
-        mw = _import_metaworld()
-        for e in self.envs:
-            if e is not None:
-                self.pool.setdefault(type(e), []).append(e)
-        for i, task in enumerate(tasks):
-            cls = mw.env_dict.ALL_V3_ENVIRONMENTS[task.env_name]
-            free = self.pool.get(cls)
-            env = free.pop() if free else cls()
-            env.set_task(task)
-            self.envs[i] = env
-
-    def reset(self, seed: int) -> np.ndarray:
-        """Environment i seeded with seed + i, then reset: obs [n, 39] float64."""
-        obs = []
-        for i, e in enumerate(self.envs):
-            e.seed(int(seed) + i)
-            obs.append(e.reset()[0])
-        return np.stack(obs)
-
-    def step(self, action: np.ndarray):
-        """(obs [n, 39] float64, reward [n] float64, success [n] bool)."""
-        obs, reward, success = [], [], []
-        for e, a in zip(self.envs, action):
-            o, r, _, _, info = e.step(a)
-            obs.append(o)
-            reward.append(r)
-            success.append(bool(info["success"]))
-        return np.stack(obs), np.asarray(reward, np.float64), np.asarray(success)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-def _worker(conn, n: int) -> None:
-    """A simulator process: answers (method, args) with ("ok", value) or ("error", traceback)."""
-    # Ctrl-C in a terminal reaches the whole process group: the parent finishes its
-    # meta-iteration and checkpoints, so the worker must outlive the signal.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    envs = _EnvSlice(n)
-    while True:
-        try:
-            method, args = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if method == "close":
-            conn.close()
-            return
-        try:
-            conn.send(("ok", getattr(envs, method)(*args)))
-        except Exception:  # sent to the parent, which raises it
-            conn.send(("error", traceback.format_exc()))
-
-
 class SimulatorError(RuntimeError):
     """A simulator worker process died or failed."""
 
@@ -307,10 +242,11 @@ class MetaWorldSimulator:
     observations, rewards and successes do not depend on the number of workers W, because
     every environment is seeded by its index in the batch (reset(seed): environment i
     gets seed + i) and Meta-World's episodes are a function of the task, the seed and the
-    actions. Workers are started with the `spawn` method (the parent runs JAX's threads,
-    under which `fork` is unsafe), ignore SIGINT (so Ctrl-C lets the driver finish the
-    meta-iteration and checkpoint), and exit when the parent closes the simulator or
-    dies. A worker that dies raises `SimulatorError` naming it, instead of a hang.
+    actions. A worker is the standalone script `metaworld_worker.py` (numpy and
+    metaworld, no JAX) in its own session, so a Ctrl-C in the terminal reaches only this
+    process, which finishes the meta-iteration and checkpoints; workers also ignore
+    SIGINT, and exit when the simulator is closed or this process dies. A worker that
+    dies or fails raises `SimulatorError` naming it, instead of a hang.
 
     Args:
       env: a MetaWorldML1 / ML10 / ML45.
@@ -330,17 +266,18 @@ class MetaWorldSimulator:
         self.timeout_s = timeout_s
         bounds = [i * self.num_envs // max(W, 1) for i in range(max(W, 1) + 1)]
         self.slices = [(bounds[i], bounds[i + 1]) for i in range(max(W, 1))]
-        self._local = _EnvSlice(self.num_envs) if W == 0 else None
+        self._local = EnvSlice(self.num_envs) if W == 0 else None
         self._conns, self._procs = [], []
-        if W:
-            ctx = multiprocessing.get_context("spawn")
-            for s, e in self.slices:
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker, args=(child, e - s), daemon=True, name=f"metaworld-{len(self._procs)}")
-                proc.start()
-                child.close()  # the worker's end lives in the worker only: its death is EOF here
-                self._conns.append(parent)
-                self._procs.append(proc)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metaworld_worker.py")
+        for s, e in self.slices[:W]:
+            ours, theirs = socket.socketpair()
+            with theirs:
+                proc = subprocess.Popen([sys.executable, script, str(theirs.fileno()), str(e - s)],
+                                        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+            # the worker's end now lives in the worker only: its death is EOF here
+            self._conns.append(Connection(ours.detach()))
+            self._procs.append(proc)
 
     observation_space = property(lambda self: self.env.observation_space)
     action_space = property(lambda self: self.env.action_space)
@@ -368,8 +305,10 @@ class MetaWorldSimulator:
                 raise SimulatorError(f"Meta-World worker {i} (pid {proc.pid}) sent no answer in {self.timeout_s:.0f} s")
             status, value = conn.recv()
         except (EOFError, OSError):
-            proc.join(5)
-            code = proc.exitcode
+            try:
+                code = proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
             self.close()
             raise SimulatorError(f"Meta-World worker {i} (pid {proc.pid}) died (exit code {code}); "
                                  "the batch it was stepping is lost") from None
@@ -406,10 +345,11 @@ class MetaWorldSimulator:
             except (BrokenPipeError, OSError):
                 pass
         for proc in procs:
-            proc.join(5)
-            if proc.is_alive():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.join(5)
+                proc.wait(5)
         for conn in conns:
             conn.close()
 
