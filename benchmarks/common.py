@@ -128,3 +128,9 @@ def device_info() -> dict:
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
+
+
+def maml_config_record(config, horizon: int) -> dict:
+    """The MAML config fields a benchmark line reports."""
+    return {"meta_batch_size": config.meta_batch_size, "num_episodes": config.num_episodes, "horizon": horizon,
+            "num_inner_steps": config.num_inner_steps, "hidden_sizes": config.hidden_sizes, "outer": config.outer}

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from common import device_info, emit, median_time, peak_memory_mb  # noqa: E402
+from common import device_info, emit, maml_config_record, median_time, peak_memory_mb  # noqa: E402
 from jaxmeta.algorithms.maml import MAML, MAMLConfig  # noqa: E402
 
 PRESETS = {
@@ -89,9 +89,7 @@ def run_one(args) -> dict:
         "simulator": args.simulator,
         "backend": args.backend if args.simulator == "brax" else "mujoco-native",
         "preset": args.preset,
-        "config": {"meta_batch_size": config.meta_batch_size, "num_episodes": config.num_episodes,
-                   "horizon": env.horizon, "num_inner_steps": config.num_inner_steps,
-                   "hidden_sizes": config.hidden_sizes, "outer": config.outer},
+        "config": maml_config_record(config, env.horizon),
         "s_per_meta_iteration": sec,
         "s_per_meta_iteration_all": times,
         "env_steps_per_meta_iteration": env_steps,

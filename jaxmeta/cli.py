@@ -2,7 +2,11 @@
 
 `jaxmeta train ALGO ... --seeds 8` trains 8 seeds at once (vmapped);
 `jaxmeta train --resume runs/NAME` continues a run from its newest checkpoint;
-`--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit;
+`jaxmeta evaluate runs/NAME [--num-tasks N] [--steps K] [--seed S] [--checkpoint N]`
+evaluates a checkpoint on held-out tasks again (e.g. Meta-World's success rates on its
+test tasks), into runs/NAME/eval-<...>/;
+`--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit (the
+`metaworld-*` environments run on their `metaworld` simulator, in worker processes);
 `--coordinator HOST:PORT --num-processes N --process-id I` runs one process of a
 multi-host job (see docs/scaling.md).
 
@@ -99,8 +103,9 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
                     help="algorithm (may be left out with --resume)")
     tr.add_argument("--env", help="environment (default: the algorithm's own)")
     tr.add_argument("--simulator", default=None,
-                    help="jax (default: the environment's own jittable code; brax for the locomotion tasks) or "
-                         "mujoco (native MuJoCo stepped outside jit)")
+                    help="jax (default: the environment's own jittable code; brax for the locomotion tasks), "
+                         "mujoco (native MuJoCo stepped outside jit) or metaworld (worker processes; the "
+                         "default and only simulator of the metaworld-* environments)")
     tr.add_argument("--num-batches", type=int, default=None, help="meta-iterations (default: 100)")
     tr.add_argument("--seed", type=int, default=None, help="default: 0")
     tr.add_argument("--name", help="run name (default: ALGO-ENV-TIME)")
@@ -183,7 +188,8 @@ def cmd_list() -> None:
         first = next((line[2:] for line in path.read_text().splitlines() if line.startswith("# ")), "")
         print(f"  {name:24s} {first}")
     print("simulators (--simulator):")
-    print("  jax            every environment's own jittable implementation (Brax for locomotion; default)")
+    print("  jax            every environment's own jittable implementation (Brax for locomotion; default "
+          "except for metaworld-*)")
     for name, runs in envs.HOST_SIMULATORS.items():
         print(f"  {name:14s} stepped outside jit, for {', '.join(runs)}")
 

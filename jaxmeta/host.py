@@ -20,6 +20,9 @@ A host simulator provides:
     set_tasks(tasks)            # a task pytree with leading axis num_envs (numpy)
     reset(seed) -> obs [N, D]   # env i seeded with seed + i
     step(action [N, ...]) -> (obs [N, D], reward [N], terminated [N])
+    reports_success: bool       # optional (default False); when True, `step` returns a
+                                # fourth array, success [N] (the step succeeded), which
+                                # the collector records as the batch's `success` field
 
 This module and the simulators are the one place in the library that compiles for the
 caller: the loop around the policy is Python, so its pieces are compiled with
@@ -49,7 +52,7 @@ class HostSimulator(Protocol):
 
     def reset(self, seed: int) -> np.ndarray: ...
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
 def _float_dtype(params) -> np.dtype:
@@ -64,6 +67,17 @@ def _seed(key: PRNGKey) -> int:
 
 def _tree_rows(tree, start: int, stop: int):
     return jax.tree.map(lambda x: x[start:stop], tree)
+
+
+def _sim_step(sim: HostSimulator, action: np.ndarray):
+    """(obs, reward, terminated, success or None) from a simulator's step."""
+    out = sim.step(action)
+    return (*out, None) if not getattr(sim, "reports_success", False) else out
+
+
+def _stack(rec: dict, cls):
+    """The recorded steps as `cls` arrays [M, T, E, ...]; fields never recorded stay None."""
+    return cls(**{k: jnp.asarray(np.stack(v, axis=1)) for k, v in rec.items() if v})
 
 
 class HostCollector:
@@ -102,6 +116,13 @@ class HostCollector:
             self._sims[num_envs] = self._make_sim(num_envs)
         return self._sims[num_envs]
 
+    def close(self) -> None:
+        """Close the simulators that hold resources (worker processes); idempotent."""
+        sims, self._sims = self._sims, {}
+        for sim in sims.values():
+            if hasattr(sim, "close"):
+                sim.close()
+
     def _chunks(self, num_tasks: int, per_task: int) -> list[tuple[int, int]]:
         size = num_tasks if self.max_envs is None else max(1, min(num_tasks, self.max_envs // per_task))
         return [(s, min(s + size, num_tasks)) for s in range(0, num_tasks, size)]
@@ -134,7 +155,9 @@ class HostCollector:
         for t in range(H):
             action, log_prob = step(params, jnp.asarray(obs, dtype), act_keys[t])
             action = np.asarray(action)
-            next_obs, reward, terminated = sim.step(action.reshape((M * E,) + action.shape[2:]))
+            next_obs, reward, terminated, success = _sim_step(sim, action.reshape((M * E,) + action.shape[2:]))
+            if success is not None:
+                rec["success"].append(success.reshape(M, E).astype(dtype) * alive)
             rec["obs"].append(obs.astype(dtype))
             rec["action"].append(action)
             rec["reward"].append(reward.reshape(M, E).astype(dtype) * alive)
@@ -142,7 +165,7 @@ class HostCollector:
             rec["log_prob"].append(np.asarray(log_prob))
             alive = alive * (1.0 - terminated.reshape(M, E).astype(dtype))
             obs = next_obs.reshape(M, E, -1)
-        return Trajectory(**{k: jnp.asarray(np.stack(v, axis=1)) for k, v in rec.items()})
+        return _stack(rec, Trajectory)
 
     # ----------------------------------------------------------------- trials
     def trials(self, act: TrialActFn, carry: Any, params: Params, tasks: Task, keys: PRNGKey,
@@ -181,7 +204,9 @@ class HostCollector:
             carry, action, log_prob, value, x = step(params, carry, jnp.asarray(obs, dtype), prev_action,
                                                      prev_reward, prev_done, act_keys[t])
             action = np.asarray(action)
-            next_obs, reward, terminated = sim.step(action.reshape((M * E,) + action.shape[2:]))
+            next_obs, reward, terminated, success = _sim_step(sim, action.reshape((M * E,) + action.shape[2:]))
+            if success is not None:
+                rec["success"].append(success.reshape(M, E).astype(dtype) * alive)
             reward = reward.reshape(M, E).astype(dtype) * alive
             terminated = terminated.reshape(M, E).astype(dtype) * alive
             last = np.full((M, E), float(h == H - 1), dtype)
@@ -195,7 +220,7 @@ class HostCollector:
             alive = alive - terminated
             prev_action, prev_reward, prev_done = action, reward, np.maximum(last, terminated)
             obs = next_obs.reshape(M, E, -1)
-        return TrialTrajectory(**{k: jnp.asarray(np.stack(v, axis=1)) for k, v in rec.items()})
+        return _stack(rec, TrialTrajectory)
 
 
 def make_collector(env: Any, simulator: str, max_envs: int | None = None) -> HostCollector:

@@ -71,6 +71,15 @@ def episode_returns(traj: Trajectory) -> jax.Array:
     return jnp.sum(traj.reward, axis=0)
 
 
+def episode_success(success: jax.Array, valid: jax.Array, axis: int = 0) -> jax.Array:
+    """1 for an episode in which any valid step succeeded, else 0 (max over `axis`, time).
+
+    Args:
+      success: [..., T, ...] per-step success flags; valid: the same shape, float mask.
+    """
+    return jnp.max(success * valid, axis=axis)
+
+
 # ----------------------------------------------------------------------------- trials
 #
 # A trial (Duan et al. 2016, "RL^2") is n consecutive episodes of one task. The policy
@@ -97,6 +106,7 @@ class TrialTrajectory(NamedTuple):
     done: jax.Array  # [T, E] float, 1 where an episode ends after this step
     log_prob: jax.Array  # [T, E]
     value: jax.Array  # [T, E] the acting policy's value estimate
+    success: jax.Array | None = None  # [T, E] as `Trajectory.success` (None: not reported)
 
 
 def trial_input_dim(env: MetaEnv) -> int:
@@ -202,6 +212,13 @@ def trial_episode_returns(traj: TrialTrajectory, num_episodes: int) -> jax.Array
     """Undiscounted return of each episode of each trial: [E, n]."""
     T, E = traj.reward.shape[:2]
     return jnp.sum(traj.reward.reshape(num_episodes, T // num_episodes, E), axis=1).T
+
+
+def trial_episode_success(traj: TrialTrajectory, num_episodes: int) -> jax.Array:
+    """1 for each episode of each trial in which any step succeeded: [E, n] (needs `success`)."""
+    T, E = traj.reward.shape[:2]
+    split = lambda x: x.reshape(num_episodes, T // num_episodes, E)
+    return episode_success(split(traj.success), split(traj.valid), axis=1).T
 
 
 # ----------------------------------------------------------------------------- collectors

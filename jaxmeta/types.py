@@ -40,10 +40,16 @@ class Trajectory(NamedTuple):
     reward: jax.Array  # [T, E]
     valid: jax.Array  # [T, E] float mask
     log_prob: jax.Array  # [T, E] log-probability of the action under the acting policy
+    # [T, E] float, 1 where the simulator reported success on this step (Meta-World's
+    # info['success']); None where the environment has no notion of success
+    success: jax.Array | None = None
 
 
 class AdaptationCurve(NamedTuple):
-    """Mean return on held-out tasks after 0, 1, ..., K adaptation steps (or episodes)."""
+    """Mean return on held-out tasks after 0, 1, ..., K adaptation steps (or episodes),
+    and, where the environment reports success, the fraction of successful episodes."""
 
     returns: jax.Array  # [K+1] mean over tasks
     per_task: jax.Array  # [num_tasks, K+1]
+    success: jax.Array | None = None  # [K+1] mean success rate over tasks
+    per_task_success: jax.Array | None = None  # [num_tasks, K+1]

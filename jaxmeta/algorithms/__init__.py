@@ -1,5 +1,6 @@
 """One module per algorithm family, each a factory of pure functions."""
 import jax
+import numpy as np
 
 from jaxmeta.algorithms.base import Algorithm, vmap_algorithm
 from jaxmeta.algorithms.black_box import (
@@ -7,10 +8,53 @@ from jaxmeta.algorithms.black_box import (
 )
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
+from jaxmeta.envs import LOCOMOTION_ENVS as LOCOMOTION, METAWORLD_ENVS
 from jaxmeta.evaluation import baselines
 from jaxmeta.types import AdaptationCurve
 
-LOCOMOTION = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
+
+def success_final_table(env, config, algorithm, state, key, collector=None, initial_state=None):
+    """Meta-World's meta-test protocol (Yu et al. 2019) on the held-out (test) tasks.
+
+    On each test task the learner adapts its own way -- MAML: K inner steps, each on
+    fresh episodes; RL^2 / SNAIL: its memory over the episodes of a trial -- and the
+    success rate (an episode succeeds if any of its steps does) is measured after
+    0, 1, ..., K adaptation steps, for the untrained policy (`initial_state`) and the
+    trained one, per test environment and as the mean over the test environments
+    (Meta-World's mean).
+
+    Returns:
+      (header, rows, curves): one row per policy and test environment (and "mean" when
+      there are several) with the number of test tasks evaluated, the success rate after
+      each adaptation step and the mean return before and after adaptation; curves
+      {"untrained", "trained"} for the plot.
+    """
+    k_trained, k_untrained = jax.random.split(key)
+    curves = {}
+    if initial_state is not None:
+        curves["untrained"] = algorithm.evaluate(initial_state, k_untrained)
+    curves["trained"] = algorithm.evaluate(state, k_trained)
+    tasks = env.task_distribution().held_out_batch(jax.random.PRNGKey(config.eval_seed), config.num_eval_tasks)
+    names = np.asarray(env.task_names(tasks))
+    order = [n for n in env.env_names[1] if n in set(names.tolist())]
+    K1 = int(curves["trained"].success.shape[0])
+    header = ["policy", "test task", "tasks"] + [f"success after {k}" for k in range(K1)]
+    header += ["return after 0", f"return after {K1 - 1}"]
+    rows = []
+    for label, curve in curves.items():
+        success, returns = np.asarray(curve.per_task_success), np.asarray(curve.per_task)  # [N, K+1]
+        per_env = [(success[names == n].mean(axis=0), returns[names == n].mean(axis=0)) for n in order]
+        if len(order) > 1:
+            per_env_rows = list(zip(order, [int(np.sum(names == n)) for n in order], per_env))
+            per_env_rows.append(("mean", len(names), tuple(np.mean([p[i] for p in per_env], axis=0) for i in (0, 1))))
+        else:
+            per_env_rows = [(order[0], len(names), per_env[0])]
+        for name, count, (s, r) in per_env_rows:
+            rows.append([label, name, count, *(float(x) for x in s), float(r[0]), float(r[-1])])
+    return header, rows, curves
+
+
+METAWORLD_TABLES = {name: success_final_table for name in METAWORLD_ENVS}
 
 register(
     AlgorithmSpec(
@@ -18,13 +62,14 @@ register(
         config_cls=MAMLConfig,
         build=lambda env, config, collector=None: maml(env, env.task_distribution(), config, collector=collector),
         default_env="navigation2d",
-        envs=("navigation2d",) + LOCOMOTION,
+        envs=("navigation2d",) + LOCOMOTION + METAWORLD_ENVS,
         description="MAML-RL (Finn et al. 2017): VPG/LVC/DiCE inner loop; TRPO, Adam or ProMP outer loop; Meta-SGD",
+        env_final_tables=METAWORLD_TABLES,
     )
 )
 
 
-def black_box_final_table(env, config, algorithm, state, key, collector=None):
+def black_box_final_table(env, config, algorithm, state, key, collector=None, initial_state=None):
     """The agent's mean reward per trial on the held-out tasks beside the classic baselines.
 
     Returns:
@@ -32,8 +77,9 @@ def black_box_final_table(env, config, algorithm, state, key, collector=None):
       the mean return of the first and the last episode of the trial; the curves (mean
       return of episode k = 1..n) by method.
     """
+    del initial_state  # the baselines are the reference here
     k_agent, k_base = jax.random.split(key)
-    tasks = env.task_distribution().sample_batch(
+    tasks = env.task_distribution().held_out_batch(
         jax.random.PRNGKey(config.eval_seed), config.num_eval_tasks
     )
     curves = {"agent": algorithm.evaluate(state, k_agent)}
@@ -57,15 +103,16 @@ for _name, _cls, _factory, _doc in (
             build=lambda env, config, collector=None, f=_factory: f(env, env.task_distribution(), config,
                                                                      collector=collector),
             default_env="bandit",
-            envs=("bandit", "tabular_mdp", "maze", "navigation2d") + LOCOMOTION,
+            envs=("bandit", "tabular_mdp", "maze", "navigation2d") + LOCOMOTION + METAWORLD_ENVS,
             description=_doc,
             aliases={"arms": "num_arms", "episodes": "episodes_per_trial"},
             final_table=black_box_final_table,
+            env_final_tables=METAWORLD_TABLES,
         )
     )
 
 __all__ = [
     "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "MAML",
     "MAMLBatch", "MAMLConfig", "MAMLState", "MetaParams", "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch",
-    "get", "maml", "register", "rl2", "snail", "vmap_algorithm",
+    "black_box_final_table", "get", "maml", "register", "rl2", "snail", "success_final_table", "vmap_algorithm",
 ]

@@ -32,7 +32,9 @@ from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim
 from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
-from jaxmeta.rollout import Collector, JaxCollector, TrialTrajectory, trial_episode_returns, trial_input_dim
+from jaxmeta.rollout import (
+    Collector, JaxCollector, TrialTrajectory, trial_episode_returns, trial_episode_success, trial_input_dim,
+)
 from jaxmeta.types import AdaptationCurve, PRNGKey
 
 
@@ -290,18 +292,27 @@ class BlackBox:
             "env_steps": jnp.asarray(traj.reward.size, jnp.int32),
             **info,
         }
+        if traj.success is not None:  # success rate of the first and the last episode of the trials
+            success = trial_episode_success(traj, self.config.episodes_per_trial)  # [B, n]
+            metrics["first_episode_success"] = jnp.mean(success[:, 0])
+            metrics["last_episode_success"] = jnp.mean(success[:, -1])
         return BlackBoxState(params, opt_state, state.step + 1), metrics
 
     def eval_tasks(self):
-        """The fixed, seeded held-out tasks used by `evaluate` and the baselines."""
-        return self.tasks.sample_batch(jax.random.PRNGKey(self.config.eval_seed), self.config.num_eval_tasks)
+        """The fixed, seeded held-out tasks used by `evaluate` and the baselines (the
+        benchmark's test split where it has one, e.g. Meta-World)."""
+        return self.tasks.held_out_batch(jax.random.PRNGKey(self.config.eval_seed), self.config.num_eval_tasks)
 
     def evaluate(self, state: BlackBoxState, key: PRNGKey) -> AdaptationCurve:
-        """Mean return of episode k = 0..n-1 of a trial, one trial per held-out task."""
+        """Mean return (and success rate, where reported) of episode k = 0..n-1 of a
+        trial, one trial per held-out task."""
         traj = self.sample_trials(state.params, self.eval_tasks(), key, 1)  # [N, T, 1, ...]
         n = self.config.episodes_per_trial
         per_task = jax.vmap(lambda t: trial_episode_returns(t, n)[0])(traj)  # [N, n]
-        return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+        if traj.success is None:
+            return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+        per_task_s = jax.vmap(lambda t: trial_episode_success(t, n)[0])(traj)  # [N, n]
+        return AdaptationCurve(jnp.mean(per_task, axis=0), per_task, jnp.mean(per_task_s, axis=0), per_task_s)
 
     def algorithm(self) -> Algorithm:
         return Algorithm(self.init, self.sample, self.update, self.evaluate, jittable=self.collector.jittable)

@@ -21,9 +21,17 @@ class AlgorithmSpec:
     description: str = ""
     # short flag -> field name (of the config or of the environment), e.g. {"arms": "num_arms"}
     aliases: dict[str, str] = field(default_factory=dict)
-    # (env, config, algorithm, state, key, collector) -> (header, rows) or (header, rows,
-    # curves by name) for the final table; None means the adaptation curve from `evaluate`.
-    final_table: Callable[..., tuple[list[str], list[list[Any]]]] | None = None
+    # (env, config, algorithm, state, key, collector, initial_state=...) -> (header, rows)
+    # or (header, rows, curves) for the final table, curves being {label: AdaptationCurve}
+    # to plot; None means the adaptation curve from `evaluate`.
+    final_table: Callable[..., tuple] | None = None
+    # environment name -> its own final table, instead of `final_table` (e.g. Meta-World's
+    # success rates on its test tasks)
+    env_final_tables: dict[str, Callable[..., tuple]] = field(default_factory=dict)
+
+    def final_table_for(self, env: str) -> Callable[..., tuple] | None:
+        """The final table function of a run on `env` (None: the adaptation curve)."""
+        return self.env_final_tables.get(env, self.final_table)
 
 
 REGISTRY: dict[str, AlgorithmSpec] = {}

@@ -1,7 +1,7 @@
 """The driver: the only impure package (with `jaxmeta.cli` and `benchmarks/`).
 
     settings.py     RunSettings: one frozen, validated object per run
-    loop.py         train / resume / run: build, init or restore, iterate, finish
+    loop.py         train / resume / evaluate / run: build, init or restore, iterate, finish
     run_folder.py   config.json, metrics.jsonl, final tables: atomic writes, read back
     report.py       tables and plots
     signals.py      Ctrl-C / SIGTERM as "checkpoint, then stop"

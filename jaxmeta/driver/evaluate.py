@@ -71,7 +71,7 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
                  checkpoint: int | None = None, log: Callable[[str], None] = print) -> Evaluation:
     """Evaluate a run's checkpoint on held-out tasks and write RUN/eval-.../ (see module)."""
     folder = RunFolder(run_dir)
-    settings = read_settings(folder)
+    settings = read_settings(folder, "evaluate")
     available = ckpt.steps(folder.path)
     if not available:
         raise ckpt.CheckpointError(f"{folder.path} has no checkpoint to evaluate")
@@ -82,7 +82,7 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
 
     # the trained state, restored with the algorithm it was trained as
     env = settings.make_env()
-    trained_algo, _ = build_algorithm(settings, env)
+    trained_algo, trained_collector = build_algorithm(settings, env)
     program = Program(trained_algo, settings.num_seeds, mesh)
     keys = seeds.run_keys(settings.seed, settings.num_seeds)
     with parallel.use_mesh(mesh):
@@ -104,12 +104,17 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
         f = jax.vmap(one) if settings.num_seeds > 1 else one
         evaluate = jax.jit(f) if algo.jittable else f
     eval_keys = seeds.run_keys(seed, settings.num_seeds).eval if seed is not None else keys.eval
+    own_table = settings.spec.final_table_for(settings.env) is not None
     untrained = None
-    if settings.spec.final_table is None:
-        with parallel.use_mesh(mesh):
-            untrained = evaluate(state0, eval_keys)
-    res = final_results(eval_settings, env, algo, collector, evaluate, restored.tree["state"], untrained, eval_keys,
-                        mesh)
+    try:
+        if not own_table:
+            with parallel.use_mesh(mesh):
+                untrained = evaluate(state0, eval_keys)
+        res = final_results(eval_settings, env, algo, collector, evaluate, restored.tree["state"], state0, untrained,
+                            eval_keys, mesh)
+    finally:
+        for c in {id(c): c for c in (collector, trained_collector) if c is not None}.values():
+            c.close()  # a host simulator's worker processes
     title = f"{res.title}; checkpoint {iteration}"
     log(f"\n{title}\n{report.format_table(*res.table)}")
 
@@ -125,7 +130,9 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
         payload["per_seed"] = {s: {"header": h, "rows": to_jsonable(r)} for s, (h, r) in res.per_seed.items()}
     write_atomic(out / "table.json", json.dumps(payload, indent=2))
     if res.curves:
-        xlabel = "adaptation steps" if settings.spec.final_table is None else "episode of the trial"
-        report.plot_adaptation(res.curves, out / "adaptation.png", xlabel=xlabel)
+        success = all(getattr(c, "success", None) is not None for c in res.curves.values())
+        xlabel = "episode of the trial" if own_table and isinstance(config, BlackBoxConfig) else "adaptation steps"
+        report.plot_adaptation(res.curves, out / "adaptation.png", xlabel=xlabel,
+                               metric="success" if success else "returns")
     log(f"results in {out}")
     return Evaluation(out, iteration, title, res.table, res.curves)

@@ -249,7 +249,7 @@ def _train(settings, folder, resume, stop, progress, log, mesh, callback, logger
                 checkpointer.save(iteration, {"state": state, "k_train": keys.train}, {**expect, "metrics": history})
 
     untrained = None
-    if settings.spec.final_table is None:
+    if settings.spec.final_table_for(settings.env) is None:
         with parallel.use_mesh(mesh):
             untrained = program.evaluate(state0, keys.eval)
     if stop:
@@ -291,12 +291,17 @@ def _train(settings, folder, resume, stop, progress, log, mesh, callback, logger
                     save(it + 1, state)
                     _interrupted(stop, it + 1, folder, log)
         save(settings.num_batches, state)  # (nothing to save when a resumed run was already finished)
-        return _finish(settings, env, algo, collector, program, state, untrained, keys, history, folder, mesh, log,
-                       loggers)
+        if checkpointer is not None:
+            checkpointer.close()
+            checkpointer = None
+        return _finish(settings, env, algo, collector, program, state, state0, untrained, keys, history, folder,
+                       mesh, log, loggers)
     finally:
         if checkpointer is not None:
             checkpointer.close()
         loggers.close()
+        if collector is not None:  # a host simulator's worker processes
+            collector.close()
 
 
 def _interrupted(stop, iteration: int, folder, log, start_up: bool = False) -> None:
@@ -395,27 +400,29 @@ class Results(NamedTuple):
     curves: dict  # name -> AdaptationCurve (leaves [S, ...] with several seeds)
 
 
-def final_results(settings: RunSettings, env, algo, collector, evaluate, state, untrained, keys_eval,
+def final_results(settings: RunSettings, env, algo, collector, evaluate, state, state0, untrained, keys_eval,
                   mesh) -> Results:
     """The table a run ends with: the adaptation curve on the held-out tasks before
     (`untrained`) and after training, or the algorithm's own final table (black-box
     learners: the agent beside the classic baselines). `evaluate(state, key)` is the
-    (compiled) evaluation; with several seeds states and keys have a leading seed axis."""
+    (compiled) evaluation; with several seeds states and keys have a leading seed axis.
+    `state0` is the untrained state, which a final table may evaluate beside the trained one."""
     spec, S = settings.spec, settings.num_seeds
+    final_table = spec.final_table_for(settings.env)
     batched = S > 1
     seed_list = list(range(settings.seed, settings.seed + S))
     pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree) if batched else tree
     with parallel.use_mesh(mesh):
-        if spec.final_table is None:
+        if final_table is None:
             trained = evaluate(state, keys_eval)
             untrained, trained = to_host((untrained, trained))
             curves = {"untrained": untrained, "trained": trained}
             per_seed = [report.adaptation_table(pick(untrained, i), pick(trained, i)) for i in range(S)]
             title = "adaptation on held-out tasks (mean return after k inner steps)"
         else:
-            host_state = to_host(state)
-            tables = [spec.final_table(env, settings.config, algo, pick(host_state, i),
-                                       keys_eval[i] if batched else keys_eval, collector) for i in range(S)]
+            host_state, host_state0 = to_host((state, state0))
+            tables = [final_table(env, settings.config, algo, pick(host_state, i), keys_eval[i] if batched else keys_eval,
+                                  collector, initial_state=pick(host_state0, i)) for i in range(S)]
             per_seed = [t[:2] for t in tables]
             curves = {}
             if all(len(t) > 2 for t in tables):  # (header, rows, curves): the curves by method
@@ -429,12 +436,14 @@ def final_results(settings: RunSettings, env, algo, collector, evaluate, state, 
                    curves)
 
 
-def _finish(settings, env, algo, collector, program, state, untrained, keys, history, folder, mesh, log,
+def _finish(settings, env, algo, collector, program, state, state0, untrained, keys, history, folder, mesh, log,
             loggers) -> RunResult:
-    res = final_results(settings, env, algo, collector, program.evaluate, state, untrained, keys.eval, mesh)
+    res = final_results(settings, env, algo, collector, program.evaluate, state, state0, untrained, keys.eval, mesh)
     log(f"\n{res.title}\n{report.format_table(*res.table)}")
     if folder is not None:
-        folder.finish(res.title, res.table, res.per_seed, history, f"{settings.spec.name} on {settings.env}")
+        own_table = settings.spec.final_table_for(settings.env) is not None
+        folder.finish(res.title, res.table, res.per_seed, history, f"{settings.spec.name} on {settings.env}",
+                      res.curves if own_table else None)
         loggers.finish(res.curves, folder.path / "returns.png", res.table)
         log(f"results in {folder.path}")
     return RunResult(folder.path if folder else None, state, history, res.table, res.curves)
@@ -491,33 +500,33 @@ def resume(run_dir: str | Path, *, num_batches: int | None = None, checkpoint_ev
     return train(settings.replace(**changes), folder.path, resume=True, **kwargs)
 
 
-def read_settings(folder: RunFolder) -> RunSettings:
+def read_settings(folder: RunFolder, what: str = "resume") -> RunSettings:
     """The settings in a run's config.json; a missing, unreadable or hand-broken file is
     a RunFolderError naming the file and the field."""
     path = folder.path / "config.json"
     if not folder.path.is_dir():
-        raise RunFolderError(f"no run to resume: {folder.path} is not a folder")
+        raise RunFolderError(f"no run to {what}: {folder.path} is not a folder")
     try:
         saved = folder.read_config()
     except FileNotFoundError:
-        raise RunFolderError(f"cannot resume {folder.path}: it has no config.json (is it a run folder?)") from None
+        raise RunFolderError(f"cannot {what} {folder.path}: it has no config.json (is it a run folder?)") from None
     except (OSError, ValueError) as e:
-        raise RunFolderError(f"cannot resume {folder.path}: {path} is not readable JSON ({e})") from None
+        raise RunFolderError(f"cannot {what} {folder.path}: {path} is not readable JSON ({e})") from None
     if not isinstance(saved, dict):
-        raise RunFolderError(f"cannot resume {folder.path}: {path} does not hold a JSON object")
+        raise RunFolderError(f"cannot {what} {folder.path}: {path} does not hold a JSON object")
     try:
         return RunSettings.from_json(saved)
     except KeyError as e:
-        raise RunFolderError(f"cannot resume {folder.path}: {path} has no {e.args[0]!r} field") from None
+        raise RunFolderError(f"cannot {what} {folder.path}: {path} has no {e.args[0]!r} field") from None
     except (ConfigError, TypeError, ValueError) as e:
         field = getattr(e, "field", None)
         where = f" (field {field!r})" if field else ""
-        raise RunFolderError(f"cannot resume {folder.path}: {path}{where}: {e}") from None
+        raise RunFolderError(f"cannot {what} {folder.path}: {path}{where}: {e}") from None
 
 
 def run(algorithm: str, env: str | None = None, config: Any = None, *, env_kwargs: dict | None = None,
         num_batches: int = 100, seed: int = 0, num_seeds: int = 1, checkpoint_every: int = 0,
-        simulator: str = "jax", run_dir: str | Path | None = None, **kwargs) -> RunResult:
+        simulator: str | None = None, run_dir: str | Path | None = None, **kwargs) -> RunResult:
     """Train a registered algorithm by name, as `jaxmeta train` does (for notebooks).
 
     Further keyword arguments (progress, log, callback, ...) go to `train`.

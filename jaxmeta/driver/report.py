@@ -49,8 +49,10 @@ def aggregate_tables(tables: list[Table]) -> Table:
     return out_header, rows
 
 
-def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None, xlabel: str = "adaptation steps"):
-    """Plot mean return against adaptation steps per curve.
+def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None, xlabel: str = "adaptation steps",
+                    metric: str = "returns", title: str | None = None):
+    """Plot mean return (or, with metric="success", success rate) against adaptation
+    steps per curve.
 
     The band is the spread over tasks, or over seeds when the curves carry a leading
     seed axis (returns [S, K+1], as a run with several seeds returns them).
@@ -64,18 +66,21 @@ def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5, 3.5))
+    mean_of, per_task_of = (("success", "per_task_success") if metric == "success" else ("returns", "per_task"))
     for label, curve in curves.items():
-        returns = np.asarray(curve.returns)
+        returns = np.asarray(getattr(curve, mean_of))
         if returns.ndim == 2:  # [S, K+1]: mean and std over seeds
             mean, std = returns.mean(axis=0), returns.std(axis=0)
             label = f"{label} ({returns.shape[0]} seeds)"
         else:
-            mean, std = returns, np.std(np.asarray(curve.per_task), axis=0)
+            mean, std = returns, np.std(np.asarray(getattr(curve, per_task_of)), axis=0)
         k = np.arange(mean.shape[0])
         ax.plot(k, mean, marker="o", label=label)
         ax.fill_between(k, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean return on held-out tasks")
+    ax.set_ylabel("success rate on held-out tasks" if metric == "success" else "mean return on held-out tasks")
+    if title:
+        ax.set_title(title)
     ax.set_xticks(range(max(np.asarray(c.returns).shape[-1] for c in curves.values())))
     ax.grid(alpha=0.3)
     ax.legend()
@@ -87,8 +92,8 @@ def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None
 
 
 def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
-    """Plot every `*_return` / `*_reward` metric over meta-iterations into a PNG; False
-    if matplotlib is missing.
+    """Plot every `*_return` / `*_reward` metric over meta-iterations into a PNG, and the
+    `*_success` rates (Meta-World) in a second panel; False if matplotlib is missing.
 
     With several seeds (rows with a "seed" field) the line is the mean over seeds and
     the band their standard deviation.
@@ -101,10 +106,15 @@ def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
     except ImportError:  # plotting is optional
         return False
     keys = sorted({k for m in metrics for k in m if k.endswith(("_return", "_reward"))})
+    success_keys = sorted({k for m in metrics for k in m if k.endswith("_success")})
     num_seeds = len({m.get("seed", 0) for m in metrics}) or 1
-    fig, ax = plt.subplots(figsize=(6, 4))
+    if success_keys:
+        fig, (ax, ax_s) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True)
+    else:
+        (fig, ax), ax_s = plt.subplots(figsize=(6, 4)), None
     its = sorted({m["iteration"] for m in metrics})
-    for k in keys:
+    panels = [(ax, k) for k in keys] + [(ax_s, k) for k in success_keys]
+    for axis, k in panels:
         by_it = {it: [] for it in its}
         for m in metrics:
             by_it[m["iteration"]].append(m.get(k, np.nan))
@@ -112,15 +122,20 @@ def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
         label = k.replace("_", " ")
         if num_seeds > 1:
             std = np.array([np.std(by_it[it]) for it in its])
-            ax.fill_between(its, mean - std, mean + std, alpha=0.2)
+            axis.fill_between(its, mean - std, mean + std, alpha=0.2)
             label += f" (mean ± std, {num_seeds} seeds)"
-        ax.plot(its, mean, label=label)
-    ax.set_xlabel("meta-iteration")
+        axis.plot(its, mean, label=label)
     ax.set_ylabel("mean episode return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if keys:
         ax.legend()
+    if success_keys:
+        ax_s.set_ylabel("success rate (training tasks)")
+        ax_s.set_ylim(-0.02, 1.02)
+        ax_s.grid(alpha=0.3)
+        ax_s.legend()
+    (ax_s if success_keys else ax).set_xlabel("meta-iteration")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -2,7 +2,9 @@
 
     RUN/config.json           the run's settings, versions and devices
     RUN/metrics.jsonl         one JSON row per meta-iteration and seed
-    RUN/returns.png           returns over meta-iterations
+    RUN/returns.png           returns (and success rates) over meta-iterations
+    RUN/adaptation.png        success rate (or return) after k adaptation steps, where
+                              the final table gives curves (Meta-World)
     RUN/final_table.{txt,json}
     RUN/checkpoints/<it>/     orbax checkpoints (`jaxmeta.driver.checkpoint`)
 
@@ -197,8 +199,9 @@ class RunFolder:
             raise RunFolderError(f"cannot write {self.path / name}: {describe_os_error(e)}") from e
 
     def finish(self, title: str, table: report.Table, per_seed: dict[str, report.Table] | None,
-               metrics: list[dict], plot_title: str) -> None:
-        """The final table (text and JSON) and the returns plot."""
+               metrics: list[dict], plot_title: str, curves: dict | None = None) -> None:
+        """The final table (text and JSON), the returns plot and, given `curves`
+        ({label: AdaptationCurve}), the adaptation plot."""
         if not self.write:
             return
         header, rows = table
@@ -210,3 +213,6 @@ class RunFolder:
             write_atomic(self.path / "final_table.txt", title + "\n" + text + "\n")
             write_atomic(self.path / "final_table.json", json.dumps(table_json, indent=2))
             report.plot_returns(metrics, self.path / "returns.png", plot_title)
+            if curves:
+                metric = "success" if all(c.success is not None for c in curves.values()) else "returns"
+                report.plot_adaptation(curves, self.path / "adaptation.png", metric=metric, title=plot_title)

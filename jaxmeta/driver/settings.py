@@ -41,7 +41,9 @@ class RunSettings:
     checkpoint_every: checkpoint every this many meta-iterations (0: only at the end
       and when stopped by Ctrl-C / SIGTERM).
     simulator: "jax" (the environment's own jittable implementation; "brax" is the same
-      for the Brax locomotion tasks) or a host simulator ("mujoco").
+      for the Brax locomotion tasks) or a host simulator ("mujoco", "metaworld"). None:
+      the environment's default -- "jax", or the one host simulator of a host-only
+      environment (Meta-World: "metaworld"); "jax" for a host-only environment is an error.
     """
 
     algorithm: str
@@ -52,7 +54,7 @@ class RunSettings:
     seed: int = 0
     num_seeds: int = 1
     checkpoint_every: int = 100
-    simulator: str = "jax"
+    simulator: str | None = None
 
     def __post_init__(self):
         if self.algorithm not in registry.REGISTRY:
@@ -77,11 +79,16 @@ class RunSettings:
         if self.seed + self.num_seeds - 1 > MAX_SEED:
             raise ConfigError(f"seed + num_seeds - 1 must be <= {MAX_SEED}", "num_seeds")
         check_int("checkpoint_every", self.checkpoint_every, 0, 10_000_000)
+        if self.simulator is None:
+            object.__setattr__(self, "simulator", envs.default_simulator(self.env))
         if self.simulator not in SIMULATORS:
             raise ConfigError(f"simulator must be one of {', '.join(map(repr, SIMULATORS))}, got {self.simulator!r}",
                               "simulator")
         if self.simulator == "brax" and self.env not in envs.LOCOMOTION_ENVS:
             raise ConfigError(f"simulator 'brax' runs {', '.join(envs.LOCOMOTION_ENVS)}, not {self.env!r}", "simulator")
+        if self.env in envs.HOST_ONLY and self.simulator != envs.HOST_ONLY[self.env]:
+            raise ConfigError(f"{self.env} has no jittable implementation: it runs on simulator "
+                              f"{envs.HOST_ONLY[self.env]!r} (its default), not {self.simulator!r}", "simulator")
         if self.host:
             runs = envs.HOST_SIMULATORS[self.simulator]
             if self.env not in runs:

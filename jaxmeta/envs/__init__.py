@@ -11,6 +11,8 @@ from jaxmeta.envs.tabular_mdp import MDPTask, TabularMDP
 from jaxmeta.envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetahVel
 # the maze imports gymnax only when a maze is built
 from jaxmeta.envs.maze import MazeTask, MetaMaze
+# Meta-World imports metaworld only when a simulator is built
+from jaxmeta.envs.metaworld import MetaWorldML1, MetaWorldML10, MetaWorldML45, MetaWorldTask
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "navigation2d": Navigation2D,
@@ -21,13 +23,25 @@ REGISTRY: dict[str, Callable[..., Any]] = {
     "ant_dir": AntDir,
     "ant_goal": AntGoal,
     "maze": MetaMaze,
+    "metaworld-ml1": MetaWorldML1,
+    "metaworld-ml10": MetaWorldML10,
+    "metaworld-ml45": MetaWorldML45,
 }
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
+METAWORLD_ENVS = ("metaworld-ml1", "metaworld-ml10", "metaworld-ml45")
 
 # Host simulators (stepped outside XLA, see jaxmeta.host) and the environments they run.
-# "jax" is every environment's own jittable implementation (Brax for locomotion).
-HOST_SIMULATORS = {"mujoco": LOCOMOTION_ENVS}
+# "jax" is every environment's own jittable implementation (Brax for locomotion);
+# Meta-World has none: its environments run on the "metaworld" simulator only.
+HOST_SIMULATORS = {"mujoco": LOCOMOTION_ENVS, "metaworld": METAWORLD_ENVS}
+HOST_ONLY = {name: "metaworld" for name in METAWORLD_ENVS}  # env -> its one (default) simulator
+
+
+def default_simulator(env_name: str) -> str:
+    """The simulator an environment runs on unless told otherwise: "jax", or the host
+    simulator of a host-only environment."""
+    return HOST_ONLY.get(env_name, "jax")
 
 
 def host_simulator(simulator: str, env: Any, num_envs: int) -> Any:
@@ -36,6 +50,10 @@ def host_simulator(simulator: str, env: Any, num_envs: int) -> Any:
         from jaxmeta.envs.mujoco import MujocoLocomotion
 
         return MujocoLocomotion(env, num_envs)
+    if simulator == "metaworld":
+        from jaxmeta.envs.metaworld import MetaWorldSimulator
+
+        return MetaWorldSimulator(env, num_envs)
     raise ValueError(f"unknown host simulator {simulator!r}; known: {', '.join(HOST_SIMULATORS)}")
 
 
@@ -52,7 +70,9 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_SIMULATORS", "HalfCheetahDir",
-    "HalfCheetahVel", "LOCOMOTION_ENVS", "MDPTask", "MazeTask", "MetaEnv", "MetaMaze", "NavTask", "Navigation2D",
-    "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "host_simulator", "make", "obs_dim", "register",
+    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_ONLY", "HOST_SIMULATORS",
+    "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask", "MazeTask", "MetaEnv",
+    "MetaMaze", "MetaWorldML1", "MetaWorldML10", "MetaWorldML45", "MetaWorldTask", "NavTask", "Navigation2D",
+    "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "default_simulator", "host_simulator", "make",
+    "obs_dim", "register",
 ]

@@ -31,13 +31,23 @@ Space = Box | Discrete
 
 
 class TaskDistribution(NamedTuple):
-    """Samples one task (a pytree of arrays) from a key; `jax.vmap` it for a batch."""
+    """Samples one task (a pytree of arrays) from a key; `jax.vmap` it for a batch.
+
+    `sample_test` samples the benchmark's held-out (test) tasks where it has its own
+    split (Meta-World); None means held-out tasks come from `sample` too.
+    """
 
     sample: Callable[[PRNGKey], Task]
+    sample_test: Callable[[PRNGKey], Task] | None = None
 
     def sample_batch(self, key: PRNGKey, num_tasks: int) -> Task:
         """`num_tasks` tasks stacked on a leading axis."""
         return jax.vmap(self.sample)(jax.random.split(key, num_tasks))
+
+    def held_out_batch(self, key: PRNGKey, num_tasks: int) -> Task:
+        """`num_tasks` held-out tasks: from `sample_test` if the benchmark has a test split."""
+        sample = self.sample if self.sample_test is None else self.sample_test
+        return jax.vmap(sample)(jax.random.split(key, num_tasks))
 
 
 class MetaEnv(Protocol):

@@ -28,7 +28,7 @@ from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim, obs_di
 from jaxmeta.networks import ACTIVATIONS, GaussianPolicy
 from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import discounted_returns, episode_mean, gae, linear_baseline, trpo_surrogate, weighted_normalize
-from jaxmeta.rollout import Collector, JaxCollector
+from jaxmeta.rollout import Collector, JaxCollector, episode_success
 from jaxmeta.types import AdaptationCurve, Params, PRNGKey, Trajectory
 
 OUTERS = ("trpo", "adam", "promp")
@@ -406,8 +406,9 @@ class MAML:
         return MAMLState(meta, opt_state, state.step + 1), {**batch_returns(batch), **info}
 
     def eval_tasks(self):
-        """The fixed, seeded held-out tasks used by `evaluate`."""
-        return self.tasks.sample_batch(jax.random.PRNGKey(self.config.eval_seed), self.config.num_eval_tasks)
+        """The fixed, seeded held-out tasks used by `evaluate` (the benchmark's test split
+        where it has one, e.g. Meta-World)."""
+        return self.tasks.held_out_batch(jax.random.PRNGKey(self.config.eval_seed), self.config.num_eval_tasks)
 
     def evaluate(self, state: MAMLState, key: PRNGKey, num_steps: int | None = None) -> AdaptationCurve:
         """Mean return on the held-out tasks after 0, 1, ..., K inner steps."""
@@ -418,19 +419,32 @@ class MAML:
 
 
 def batch_returns(batch: MAMLBatch) -> dict:
-    """Mean episode return before adaptation (first inner batch) and after it."""
-    return {
-        "pre_return": jnp.mean(jnp.sum(batch.train.traj.reward[:, 0], axis=1)),
-        "post_return": jnp.mean(jnp.sum(batch.valid.traj.reward, axis=1)),
+    """Mean episode return before adaptation (first inner batch) and after it, and the
+    success rates where the simulator reports success."""
+    train, valid = batch.train.traj, batch.valid.traj
+    out = {
+        "pre_return": jnp.mean(jnp.sum(train.reward[:, 0], axis=1)),
+        "post_return": jnp.mean(jnp.sum(valid.reward, axis=1)),
     }
+    if valid.success is not None:
+        out["pre_success"] = jnp.mean(episode_success(train.success[:, 0], train.valid[:, 0], axis=1))
+        out["post_success"] = jnp.mean(episode_success(valid.success, valid.valid, axis=1))
+    return out
 
 
 def adaptation_curve(batch: MAMLBatch) -> AdaptationCurve:
-    """Mean return per task after 0..K inner steps, from train [N, K, ...] and valid [N, ...]."""
-    pre = jnp.mean(jnp.sum(batch.train.traj.reward, axis=2), axis=-1)  # [N, K]
-    post = jnp.mean(jnp.sum(batch.valid.traj.reward, axis=1), axis=-1)  # [N]
+    """Mean return (and success rate, where reported) per task after 0..K inner steps,
+    from train [N, K, T, E, ...] and valid [N, T, E, ...]."""
+    train, valid = batch.train.traj, batch.valid.traj
+    pre = jnp.mean(jnp.sum(train.reward, axis=2), axis=-1)  # [N, K]
+    post = jnp.mean(jnp.sum(valid.reward, axis=1), axis=-1)  # [N]
     per_task = jnp.concatenate([pre, post[:, None]], axis=1)  # [N, K+1]
-    return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+    if valid.success is None:
+        return AdaptationCurve(jnp.mean(per_task, axis=0), per_task)
+    pre_s = jnp.mean(episode_success(train.success, train.valid, axis=2), axis=-1)  # [N, K]
+    post_s = jnp.mean(episode_success(valid.success, valid.valid, axis=1), axis=-1)  # [N]
+    per_task_s = jnp.concatenate([pre_s, post_s[:, None]], axis=1)  # [N, K+1]
+    return AdaptationCurve(jnp.mean(per_task, axis=0), per_task, jnp.mean(per_task_s, axis=0), per_task_s)
 
 
 def maml(env: MetaEnv, tasks: TaskDistribution | None = None, config: MAMLConfig | None = None, *,

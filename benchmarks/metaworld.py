@@ -1,0 +1,184 @@
+"""MAML-TRPO meta-training on Meta-World ML1 through the `metaworld` host simulator.
+
+One JSON line per worker count with env steps per second of meta-training, seconds per
+meta-iteration (median of --repeats after jax.block_until_ready; the first iteration,
+which compiles the jitted pieces, is timed separately), and where the wall time of an
+iteration goes: in the simulator (the workers stepping Meta-World, measured around the
+simulator's calls, inter-process transfers included) and in the learner (everything
+else: the jitted policy at every step, advantages and inner steps between collections,
+and the TRPO update); peak memory of the learner process and of the workers. Then one
+summary line: the speed-up of the largest worker count over one worker and the learner's
+share of an iteration, against the goals (>= 1.7x with 2 workers, < 10%).
+
+    python benchmarks/metaworld.py                       # the reference: 20 tasks x 10 episodes x 500 steps
+    python benchmarks/metaworld.py --meta-batch-size 10 --num-episodes 5 --repeats 3
+
+Each worker count runs in its own process, so the memory figures are its own.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+# This file's name is the metaworld package's: keep its folder off sys.path (Python puts
+# it first when running a script) so that `import metaworld` finds the package, and load
+# the shared helpers from their file.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+_spec = importlib.util.spec_from_file_location("benchmarks_common", os.path.join(HERE, "common.py"))
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
+
+import jax  # noqa: E402
+
+device_info, emit, peak_memory_mb = common.device_info, common.emit, common.peak_memory_mb
+
+
+class TimedSimulator:
+    """A host simulator that adds the wall time of its calls to `clock["sim"]`."""
+
+    def __init__(self, sim, clock: dict):
+        self.sim, self.clock = sim, clock
+        self.num_envs = sim.num_envs
+        self.reports_success = sim.reports_success
+
+    def _timed(self, name, *args):
+        t0 = time.perf_counter()
+        out = getattr(self.sim, name)(*args)
+        self.clock["sim"] += time.perf_counter() - t0
+        return out
+
+    def set_tasks(self, tasks):
+        return self._timed("set_tasks", tasks)
+
+    def reset(self, seed):
+        return self._timed("reset", seed)
+
+    def step(self, action):
+        return self._timed("step", action)
+
+    def close(self):
+        self.sim.close()
+
+
+def _worker_peak_mb(pids) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+def run_one(args, workers: int) -> dict:
+    import jaxmeta
+    from jaxmeta import envs
+    from jaxmeta.algorithms.maml import MAMLConfig
+    from jaxmeta.envs.metaworld import MetaWorldSimulator
+    from jaxmeta.host import HostCollector
+
+    env = envs.make("metaworld-ml1", task_name=args.task, horizon=args.horizon, num_workers=workers)
+    config = MAMLConfig(hidden_sizes=(64, 64), meta_batch_size=args.meta_batch_size, num_episodes=args.num_episodes,
+                        outer="trpo")
+    clock = {"sim": 0.0}
+    sims = []
+
+    def make_sim(n):
+        sims.append(TimedSimulator(MetaWorldSimulator(env, n), clock))
+        return sims[-1]
+
+    collector = HostCollector(env, make_sim, max_envs=config.envs_per_batch)
+    algo = jaxmeta.maml(env, config=config, collector=collector)
+    update = jax.jit(algo.update)
+    state = algo.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(1)
+    env_steps = config.meta_batch_size * config.num_episodes * env.horizon * (config.num_inner_steps + 1)
+
+    def iteration(i):
+        """(state, seconds, of which in the simulator, of which in the update)."""
+        nonlocal state
+        clock["sim"] = 0.0
+        t0 = time.perf_counter()
+        batch = jax.block_until_ready(algo.sample(state, jax.random.fold_in(key, i)))
+        t1 = time.perf_counter()
+        state, metrics = jax.block_until_ready(update(state, batch))
+        t2 = time.perf_counter()
+        return t2 - t0, clock["sim"], t2 - t1
+
+    t0 = time.perf_counter()
+    first_s, _, _ = iteration(0)  # starts the workers, builds the benchmark, compiles
+    runs = [iteration(i + 1) for i in range(args.repeats)]
+    secs = [r[0] for r in runs]
+    sec = statistics.median(secs)
+    sim_frac = statistics.median([r[1] / r[0] for r in runs])
+    update_frac = statistics.median([r[2] / r[0] for r in runs])
+    record = {
+        "benchmark": "metaworld_maml_trpo",
+        "env": f"metaworld-ml1 ({args.task})",
+        "workers": workers,
+        "config": common.maml_config_record(config, env.horizon),
+        "s_per_meta_iteration": sec,
+        "s_per_meta_iteration_all": secs,
+        "env_steps_per_meta_iteration": env_steps,
+        "env_steps_per_s": env_steps / sec,
+        "simulator_fraction": sim_frac,
+        "learner_fraction": 1.0 - sim_frac,
+        "update_fraction": update_frac,
+        "first_iteration_s": first_s,
+        "compile_s": max(first_s - sec, 0.0),
+        "total_s": time.perf_counter() - t0,
+        "worker_peak_rss_mb": _worker_peak_mb([p for s in sims for p in s.sim.worker_pids]),
+        "load_average_1m": os.getloadavg()[0],
+        **peak_memory_mb(),
+        **device_info(),
+    }
+    collector.close()
+    return record
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
+    p.add_argument("--task", default="button-press-v3")
+    p.add_argument("--meta-batch-size", type=int, default=20)
+    p.add_argument("--num-episodes", type=int, default=10)
+    p.add_argument("--horizon", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--one", type=int, default=None, help="run one worker count in this process (internal)")
+    args = p.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(run_one(args, args.one)), flush=True)
+        return
+    base = [a for a in (argv if argv is not None else sys.argv[1:])]
+    results = {}
+    for w in (int(x) for x in args.workers.split(",")):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *base, "--one", str(w)],
+                             check=True, capture_output=True, text=True).stdout
+        rec = json.loads(out.strip().splitlines()[-1])
+        emit(rec)
+        results[w] = rec
+    if 1 in results and len(results) > 1:
+        most = max(results)
+        speedup = results[most]["env_steps_per_s"] / results[1]["env_steps_per_s"]
+        emit({
+            "benchmark": "metaworld_summary",
+            f"speedup_{most}_workers_over_1": speedup,
+            "speedup_goal": 1.7 if most == 2 else None,
+            f"learner_fraction_{most}_workers": results[most]["learner_fraction"],
+            "learner_fraction_goal": 0.10,
+            "speedup_met": speedup >= 1.7 if most == 2 else None,
+            "learner_fraction_met": results[most]["learner_fraction"] < 0.10,
+        })
+
+
+if __name__ == "__main__":
+    main()
