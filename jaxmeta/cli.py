@@ -1,6 +1,6 @@
 """The `jaxmeta` command: `jaxmeta train ALGO --env ENV [flags]`, `jaxmeta list`.
 
-`jaxmeta train ALGO ... --seeds 8` trains 8 seeds at once (vmapped);
+`jaxmeta train ALGO ... --seeds 8` trains 8 seeds in one program (see --seed-layout);
 `jaxmeta train --resume runs/NAME` continues a run from its newest checkpoint;
 `jaxmeta evaluate runs/NAME [--num-tasks N] [--steps K] [--seed S] [--checkpoint N]`
 evaluates a checkpoint on held-out tasks again (e.g. Meta-World's success rates on its
@@ -111,8 +111,11 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
     tr.add_argument("--name", help="run name (default: ALGO-ENV-TIME)")
     tr.add_argument("--out", default="runs", help="folder for runs (default: runs)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--seed-layout", choices=("auto", "vmap", "map"), default=None,
+                    help="how --seeds run: vmapped, or one after the other in one program (map); auto (default): "
+                         "map on a CPU, vmap on an accelerator")
     tr.add_argument("--seeds", type=int, default=None, metavar="N",
-                    help="train N seeds (--seed, --seed+1, ...) at once, vmapped (default: 1)")
+                    help="train N seeds (--seed, --seed+1, ...) in one program (default: 1; see --seed-layout)")
     tr.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                     help="checkpoint every N meta-iterations (default: 100; 0: only at the end and on Ctrl-C/SIGTERM)")
     tr.add_argument("--resume", metavar="RUN_DIR",
@@ -302,7 +305,8 @@ def _config_error(parser, e: ConfigError, argv: Sequence[str] = (), aliases: dic
 
 def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     given = [k for k in vars(args) if k.startswith(("config:", "env:"))]
-    fixed = [("--env", args.env), ("--seed", args.seed), ("--seeds", args.seeds), ("--simulator", args.simulator)]
+    fixed = [("--env", args.env), ("--seed", args.seed), ("--seeds", args.seeds), ("--simulator", args.simulator),
+             ("--seed-layout", args.seed_layout)]
     if given or any(v is not None for _, v in fixed):
         bad = _flag(given[0].split(":", 1)[1]) if given else next(f for f, v in fixed if v is not None)
         parser.error(f"argument {bad}: not allowed with --resume (the run's config.json fixes it)")
@@ -317,6 +321,7 @@ def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         if value is not None and not low <= value <= 10_000_000:
             parser.error(f"argument {flag}: must be an integer in [{low}, 10000000], got {value}")
     _check_distributed(args, parser)
+    _choose_cpu_devices(settings, args)
     print(f"resuming {folder.path}")
     return _run_guarded(lambda: driver.resume(folder.path, num_batches=args.num_batches,
                                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
@@ -340,7 +345,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     env_kw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("env:")}
     spec = registry.get(args.algorithm or file_values["algorithm"])
     scalars = {"num_batches": args.num_batches, "seed": args.seed, "num_seeds": args.seeds,
-               "checkpoint_every": args.checkpoint_every, "simulator": args.simulator}
+               "checkpoint_every": args.checkpoint_every, "simulator": args.simulator, "seed_layout": args.seed_layout}
     defaults = {"num_batches": 100, "checkpoint_every": 100}  # the command line's, where the file says nothing
     scalars.update({k: v for k, v in defaults.items() if scalars[k] is None and k not in file_values})
     try:
@@ -358,6 +363,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except driver.RunFolderError as e:
         parser.error(f"argument --name: {e}")
     _check_distributed(args, parser)
+    _choose_cpu_devices(settings, args)
     if args.num_processes > 1:  # every process must agree on the folder: no -2 suffixes
         run_dir = Path(args.out) / name
         if args.process_id == 0 and run_dir.exists():
@@ -368,10 +374,42 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except driver.RunFolderError as e:
             parser.error(f"argument --out: {e}")
     S = settings.num_seeds
-    seeds = f"seed {settings.seed}" if S == 1 else f"seeds {settings.seed}..{settings.seed + S - 1} (vmapped)"
+    seeds = f"seed {settings.seed}" if S == 1 else \
+        f"seeds {settings.seed}..{settings.seed + S - 1} ({settings.resolved_seed_layout()} layout)"
     where = "" if settings.simulator == "jax" else f" ({settings.simulator})"
     print(f"{spec.name} on {settings.env}{where}: {settings.num_batches} meta-iterations, {seeds} -> {run_dir}")
     return _run_guarded(lambda: driver.train(settings, run_dir, progress=not args.no_progress, **_logging(args)))
+
+
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+
+
+def _cpu_only() -> bool:
+    """True when JAX will run on the CPU alone (told so, or no accelerator plugin installed)."""
+    import importlib.util
+
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return set(platforms.lower().split(",")) <= {"cpu"}
+    return not any(importlib.util.find_spec(m) for m in ACCELERATOR_PLUGINS)
+
+
+def _choose_cpu_devices(settings, args) -> None:
+    """The CPU layout: on a CPU-only machine, give XLA as many host devices as the
+    algorithm's measured layout asks (`AlgorithmSpec.cpu_devices`; MAML: one per task of
+    the meta-batch, whose work XLA then runs concurrently in cache-sized pieces), unless
+    XLA_FLAGS already says how many. The library itself never sets XLA flags."""
+    from jax._src import xla_bridge
+
+    spec = settings.spec
+    if spec.cpu_devices is None or settings.host or args.num_processes > 1:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or xla_bridge.backends_are_initialized() or not _cpu_only():
+        return
+    n = int(spec.cpu_devices(settings.config))
+    if n > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 def _logging(args) -> dict:

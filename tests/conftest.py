@@ -49,7 +49,8 @@ def subprocess_env(cache_dir, **extra) -> dict:
     """Environment for `python -m jaxmeta.cli` subprocesses: CPU, this checkout, and a
     shared persistent compilation cache so that they compile each program once."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
+    # one host device, as in this process (the CLI's own CPU layout is tested in test_cpu_layout.py)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     env.update(extra)

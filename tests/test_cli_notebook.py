@@ -73,10 +73,19 @@ def test_readme_commands_and_ci_agree():
     assert "README.md" in ci and "pytest" in ci
 
 
-def test_quickstart_notebook_runs():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_is_a_notebook_per_family():
+    assert {"quickstart.ipynb", "black_box.ipynb", "metaworld.ipynb"} <= set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs(name):
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     client.execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

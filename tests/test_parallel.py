@@ -22,7 +22,7 @@ TINY = ["--env", "navigation2d", "--meta-batch-size", "4", "--num-episodes", "2"
 
 def _env(**extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"  # not the CLI's CPU layout: one device each
     env.update(extra)
     return env
 

@@ -65,8 +65,13 @@ register(
         envs=("navigation2d",) + LOCOMOTION + METAWORLD_ENVS,
         description="MAML-RL (Finn et al. 2017): VPG/LVC/DiCE inner loop; TRPO, Adam or ProMP outer loop; Meta-SGD",
         env_final_tables=METAWORLD_TABLES,
+        cpu_devices=lambda config: _largest_divisor(config.meta_batch_size, 64),
     )
 )
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
 def black_box_final_table(env, config, algorithm, state, key, collector=None, initial_state=None):

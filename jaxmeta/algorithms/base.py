@@ -36,6 +36,16 @@ class Algorithm(NamedTuple):
         return self.update(state, self.sample(state, key))
 
 
+def map_algorithm(algo: Algorithm) -> Algorithm:
+    """The same algorithm over a leading axis of keys and states, one seed after the
+    other inside one program (`jax.lax.map`): the layout that is fastest for several
+    seeds on a CPU, where a vmapped batch of seeds runs slower than the seeds in turn."""
+    if not algo.jittable:
+        raise ValueError("an algorithm that samples on a host simulator cannot be mapped over seeds")
+    over = lambda f: lambda *args: jax.lax.map(lambda a: f(*a), args)
+    return Algorithm(over(algo.init), over(algo.sample), over(algo.update), over(algo.evaluate))
+
+
 def vmap_algorithm(algo: Algorithm) -> Algorithm:
     """The same algorithm over a leading axis of keys and states (independent seeds)."""
     if not algo.jittable:

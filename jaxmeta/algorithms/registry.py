@@ -29,6 +29,11 @@ class AlgorithmSpec:
     # success rates on its test tasks)
     env_final_tables: dict[str, Callable[..., tuple]] = field(default_factory=dict)
 
+    # on a CPU-only machine: how many XLA host devices the command line shards the task
+    # batch over, from the config (None: one device; measured per algorithm, see
+    # docs/benchmarks.md "CPU layout")
+    cpu_devices: Callable[[Any], int] | None = None
+
     def final_table_for(self, env: str) -> Callable[..., tuple] | None:
         """The final table function of a run on `env` (None: the adaptation curve)."""
         return self.env_final_tables.get(env, self.final_table)

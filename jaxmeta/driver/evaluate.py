@@ -83,7 +83,7 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
     # the trained state, restored with the algorithm it was trained as
     env = settings.make_env()
     trained_algo, trained_collector = build_algorithm(settings, env)
-    program = Program(trained_algo, settings.num_seeds, mesh)
+    program = Program(trained_algo, settings.num_seeds, mesh, settings.resolved_seed_layout())
     keys = seeds.run_keys(settings.seed, settings.num_seeds)
     with parallel.use_mesh(mesh):
         state0 = program.init(keys.init)
@@ -97,7 +97,7 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
     config = _changed_config(settings.config, num_tasks, steps, seed)
     eval_settings = settings.replace(config=config)
     algo, collector = build_algorithm(eval_settings, env)
-    eval_program = Program(algo, settings.num_seeds, mesh)
+    eval_program = Program(algo, settings.num_seeds, mesh, settings.resolved_seed_layout())
     evaluate = eval_program.evaluate
     if steps is not None and isinstance(config, MAMLConfig):  # MAML measures after 0..K inner steps
         one = lambda s, k: algo.evaluate(s, k, num_steps=steps)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmeta import host, parallel
-from jaxmeta.algorithms.base import Algorithm, vmap_algorithm
+from jaxmeta.algorithms.base import Algorithm, map_algorithm, vmap_algorithm
 from jaxmeta.driver import checkpoint as ckpt
 from jaxmeta.driver import report, seeds
 from jaxmeta.driver.distributed import is_primary, to_host
@@ -86,9 +86,11 @@ class Program:
     `evaluate` run in Python and only `update` is jitted.
     """
 
-    def __init__(self, algo: Algorithm, num_seeds: int, mesh):
+    def __init__(self, algo: Algorithm, num_seeds: int, mesh, seed_layout: str = "vmap"):
         batched = num_seeds > 1
-        self.A = A = vmap_algorithm(algo) if batched else algo
+        if seed_layout not in ("vmap", "map"):
+            raise ValueError(f"seed_layout must be 'vmap' or 'map', got {seed_layout!r}")
+        self.A = A = (vmap_algorithm(algo) if seed_layout == "vmap" else map_algorithm(algo)) if batched else algo
         fold = jax.vmap(jax.random.fold_in, in_axes=(0, None)) if batched else jax.random.fold_in
         rep = parallel.replicated(mesh)
         if algo.jittable:
@@ -217,7 +219,7 @@ def _train(settings, folder, resume, stop, progress, log, mesh, callback, logger
     algo, collector = build_algorithm(settings, env)
     keys = seeds.run_keys(settings.seed, settings.num_seeds)
     mesh = parallel.task_mesh() if mesh is None else mesh
-    program = Program(algo, settings.num_seeds, mesh)
+    program = Program(algo, settings.num_seeds, mesh, settings.resolved_seed_layout())
     if algo.jittable:
         check_memory(program.A, keys)
     with parallel.use_mesh(mesh):
@@ -365,6 +367,7 @@ def _run_meta(settings: RunSettings) -> dict:
         "jax_version": jax.__version__,
         "device": str(jax.devices()[0]),
         "device_count": jax.device_count(),
+        "seed_layout_used": settings.resolved_seed_layout(),
         "process_count": jax.process_count(),
     }
 

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from jaxmeta import envs
 from jaxmeta.algorithms import registry
 from jaxmeta.algorithms.registry import AlgorithmSpec
-from jaxmeta.config import ConfigError, check_int
+from jaxmeta.config import ConfigError, check_choice, check_int
 from jaxmeta.driver.run_folder import canonical, to_jsonable
 
 MAX_SEED = 2**31 - 1
@@ -44,6 +46,8 @@ class RunSettings:
       for the Brax locomotion tasks) or a host simulator ("mujoco", "metaworld"). None:
       the environment's default -- "jax", or the one host simulator of a host-only
       environment (Meta-World: "metaworld"); "jax" for a host-only environment is an error.
+    seed_layout: how several seeds run: "vmap", "map" (in turn, in one program) or
+      "auto" ("map" on a CPU, "vmap" on an accelerator; see `resolved_seed_layout`).
     """
 
     algorithm: str
@@ -55,6 +59,7 @@ class RunSettings:
     num_seeds: int = 1
     checkpoint_every: int = 100
     simulator: str | None = None
+    seed_layout: str = "auto"
 
     def __post_init__(self):
         if self.algorithm not in registry.REGISTRY:
@@ -75,6 +80,7 @@ class RunSettings:
                               "config")
         check_int("num_batches", self.num_batches, 1, 10_000_000)
         check_int("seed", self.seed, 0, MAX_SEED)
+        check_choice("seed_layout", self.seed_layout, ("auto", "vmap", "map"))
         check_int("num_seeds", self.num_seeds, 1, 100_000)
         if self.seed + self.num_seeds - 1 > MAX_SEED:
             raise ConfigError(f"seed + num_seeds - 1 must be <= {MAX_SEED}", "num_seeds")
@@ -96,6 +102,14 @@ class RunSettings:
             if self.num_seeds > 1:
                 raise ConfigError(f"simulator {self.simulator!r} steps its environments outside jit: "
                                   "it trains one seed at a time", "num_seeds")
+
+    def resolved_seed_layout(self) -> str:
+        """How several seeds run: "vmap" (one batched program) or "map" (one seed after
+        the other inside one program). "auto": "map" on a CPU, where it is the faster
+        (measured in docs/benchmarks.md), "vmap" on an accelerator."""
+        if self.seed_layout != "auto":
+            return self.seed_layout
+        return "map" if jax.default_backend() == "cpu" else "vmap"
 
     @property
     def spec(self) -> AlgorithmSpec:
@@ -129,7 +143,7 @@ class RunSettings:
             raise ConfigError(f"unknown algorithm {values['algorithm']!r}", "algorithm")
         spec = registry.get(values["algorithm"])
         kw = {k: values[k] for k in ("algorithm", "env", "env_kwargs", "num_batches", "seed", "num_seeds",
-                                     "checkpoint_every", "simulator") if k in values}
+                                     "checkpoint_every", "simulator", "seed_layout") if k in values}
         return cls(config=config_from_json(spec.config_cls, values["config"]), **kw)
 
 
@@ -149,7 +163,7 @@ def config_from_json(cls, values: dict):
 # --------------------------------------------------------------------------- config files
 
 FILE_KEYS = ("algorithm", "env", "env_kwargs", "config", "num_batches", "seed", "num_seeds", "checkpoint_every",
-             "simulator")
+             "simulator", "seed_layout")
 SHIPPED = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -224,8 +238,8 @@ def merge_settings(file_values: dict, algorithm: str | None, env: str | None, co
     file_env_kw = file_values.get("env_kwargs", {}) if env == file_env or file_env is None else {}
     config = config_from_json(spec.config_cls, {**file_values.get("config", {}), **config_kw})
     given = {k: v for k, v in scalars.items() if v is not None}
-    rest = {k: file_values[k] for k in ("num_batches", "seed", "num_seeds", "checkpoint_every", "simulator")
-            if k in file_values}
+    rest = {k: file_values[k] for k in ("num_batches", "seed", "num_seeds", "checkpoint_every", "simulator",
+                                        "seed_layout") if k in file_values}
     return RunSettings(algorithm, env, {**file_env_kw, **env_kw}, config, **{**rest, **given})
 
 
