@@ -6,6 +6,8 @@ from jaxmeta.algorithms.black_box import (
     BlackBox, BlackBoxConfig, BlackBoxState, RL2Config, SNAILConfig, TrialBatch, rl2, snail,
 )
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
+from jaxmeta.algorithms.maml_q import MAMLQ, MAMLQBatch, MAMLQConfig, MAMLQState, maml_q
+from jaxmeta.algorithms.maml_q import final_table as maml_q_final_table
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
 from jaxmeta.evaluation import baselines
 from jaxmeta.types import AdaptationCurve
@@ -20,6 +22,20 @@ register(
         default_env="navigation2d",
         envs=("navigation2d",) + LOCOMOTION,
         description="MAML-RL (Finn et al. 2017): VPG/LVC/DiCE inner loop; TRPO, Adam or ProMP outer loop; Meta-SGD",
+    )
+)
+
+
+register(
+    AlgorithmSpec(
+        name="maml_q",
+        config_cls=MAMLQConfig,
+        build=lambda env, config, collector=None: maml_q(env, env.task_distribution(), config, collector=collector),
+        default_env="maze_gen",
+        envs=("maze_gen", "maze"),
+        description="MAML over a Q-learning inner loop (Finn et al. 2017 with Watkins' Q-learning): meta-learned "
+                    "Q-network initialisation, Meta-SGD; return (policy gradient) or TD outer objective",
+        final_table=maml_q_final_table,
     )
 )
 
@@ -56,7 +72,7 @@ for _name, _cls, _factory, _doc in (
             build=lambda env, config, collector=None, f=_factory: f(env, env.task_distribution(), config,
                                                                      collector=collector),
             default_env="bandit",
-            envs=("bandit", "tabular_mdp", "maze", "navigation2d") + LOCOMOTION,
+            envs=("bandit", "tabular_mdp", "maze", "maze_gen", "navigation2d") + LOCOMOTION,
             description=_doc,
             aliases={"arms": "num_arms", "episodes": "episodes_per_trial"},
             final_table=black_box_final_table,
@@ -65,6 +81,7 @@ for _name, _cls, _factory, _doc in (
 
 __all__ = [
     "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "MAML",
-    "MAMLBatch", "MAMLConfig", "MAMLState", "MetaParams", "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch",
-    "get", "maml", "register", "rl2", "snail", "vmap_algorithm",
+    "MAMLBatch", "MAMLConfig", "MAMLQ", "MAMLQBatch", "MAMLQConfig", "MAMLQState", "MAMLState", "MetaParams",
+    "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch", "get", "maml", "maml_q", "register", "rl2", "snail",
+    "vmap_algorithm",
 ]

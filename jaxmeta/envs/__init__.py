@@ -11,6 +11,7 @@ from jaxmeta.envs.tabular_mdp import MDPTask, TabularMDP
 from jaxmeta.envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetahVel
 # the maze imports gymnax only when a maze is built
 from jaxmeta.envs.maze import MazeTask, MetaMaze
+from jaxmeta.envs.mazes import GeneratedMaze, MazeGenTask
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "navigation2d": Navigation2D,
@@ -21,6 +22,7 @@ REGISTRY: dict[str, Callable[..., Any]] = {
     "ant_dir": AntDir,
     "ant_goal": AntGoal,
     "maze": MetaMaze,
+    "maze_gen": GeneratedMaze,
 }
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
@@ -52,7 +54,8 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_SIMULATORS", "HalfCheetahDir",
-    "HalfCheetahVel", "LOCOMOTION_ENVS", "MDPTask", "MazeTask", "MetaEnv", "MetaMaze", "NavTask", "Navigation2D",
+    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "GeneratedMaze", "HOST_SIMULATORS",
+    "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "MDPTask", "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze",
+    "NavTask", "Navigation2D",
     "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "host_simulator", "make", "obs_dim", "register",
 ]
