@@ -36,6 +36,7 @@ from common import device_info, emit  # noqa: E402
 from jaxmeta.algorithms import BlackBox, RL2Config  # noqa: E402
 from jaxmeta.algorithms.maml_q import MAMLQ, AdaptationStats, MAMLQConfig, episode_stats  # noqa: E402
 from jaxmeta.envs import GeneratedMaze  # noqa: E402
+from jaxmeta.envs.mazes import bfs_distances  # noqa: E402
 from jaxmeta.types import AdaptationCurve  # noqa: E402
 
 
@@ -111,6 +112,10 @@ def main(argv=None):
               (mt_its if name.startswith("multi") else 0),
               "train_s": train_s if name.startswith("meta") else None, "config": config_json, **device_info()})
     emit({"benchmark": "maze_q_learning_baselines_s", "s": baseline_s})
+    tasks = m.eval_tasks()  # the oracle: the BFS shortest path from start to goal of the same mazes
+    d = jax.vmap(lambda w, s, g: bfs_distances(w, s)[g[0], g[1]])(tasks.walls, tasks.start, tasks.goal)
+    emit({"benchmark": "maze_q_learning", "method": "BFS shortest path (oracle)", **setup,
+          "steps_mean": float(jnp.mean(d)), "steps_min": int(jnp.min(d)), "steps_max": int(jnp.max(d))})
 
     if args.lr_sweep:  # the baselines with other fixed inner step sizes
         from jaxmeta.algorithms.maml import MetaParams
