@@ -230,12 +230,12 @@ def test_meta_learned_init_beats_q_learning_from_scratch_and_multitask_q():
     pretrained for as many iterations."""
     env = GeneratedMaze(rows=4, cols=4, horizon=40)
     config = MAMLQConfig(meta_batch_size=16, num_episodes=4, num_inner_steps=3, n_step=20, outer_lr=0.01,
-                         outer_lr_decay_steps=120, num_eval_tasks=100, multitask_iterations=120)
+                         outer_lr_decay_steps=60, num_eval_tasks=100, multitask_iterations=60)
     m = MAMLQ(env, env.task_distribution(), config)
     algo = m.algorithm()
     state = algo.init(jax.random.PRNGKey(0))
     step = jax.jit(algo.train_step)
-    for i in range(120):
+    for i in range(60):  # held-out steps @3 (seed 0): meta 14.7, zero init 27.9, multi-task 18.2
         state, _ = step(state, jax.random.PRNGKey(i))
     stats = {k: s.mean() for k, s in jax.jit(m.baseline_stats)(state, jax.random.PRNGKey(1)).items()}
     meta, zero = stats["meta-learned (maml_q)"], stats["Q-learning, zero init"]
