@@ -4,7 +4,8 @@
 
 Each script runs in its own process (clean peak memory, no shared compile caches):
 maml_navigation, rl2_bandit, snail_bandit, maml_locomotion (if the script exists and Brax
-imports) and seeds_vmap (8 vmapped seeds against 1, as a ratio measured in one run).
+imports), seeds_vmap (8 vmapped seeds against 1, as a ratio measured in one run) and maze_q
+(maze generation, MAML-Q's inner Q-learning and meta-training).
 The "cpu" preset uses batch sizes that finish in minutes on a laptop; "gpu" uses batch
 sizes that fill an accelerator.
 """
@@ -27,6 +28,7 @@ PRESETS = {
         "snail_bandit": ["--models", "snail16", "--meta-batch-size", "32", "--repeats", "3"],
         "maml_locomotion": ["--preset", "cpu"],
         "seeds_vmap": ["--preset", "cpu", "--repeats", "3"],
+        "maze_q": ["--repeats", "3"],
     },
     "gpu": {
         "maml_navigation": ["--meta-batch-size", "160", "--num-episodes", "40", "--repeats", "7"],
@@ -34,6 +36,7 @@ PRESETS = {
         "snail_bandit": ["--meta-batch-size", "1024"],
         "maml_locomotion": ["--preset", "gpu"],
         "seeds_vmap": ["--preset", "gpu"],
+        "maze_q": ["--inner-mazes", "4096", "--meta-batch-size", "512"],
     },
 }
 
@@ -51,7 +54,7 @@ def _row(r: dict) -> list[str]:
     tag = r.get("model", r.get("simulator"))
     algo = r.get("benchmark", "?") + (f" ({tag})" if tag else "")
     env = {"maml_navigation": "navigation2d", "rl2_bandit": "bandit", "snail_bandit": "bandit",
-     "maml_locomotion": "halfcheetah_vel"}.get(
+     "maml_locomotion": "halfcheetah_vel", "maze_q_inner": "maze_gen", "maze_q_meta_train": "maze_gen"}.get(
         r.get("benchmark"), r.get("env", r.get("benchmark", "").split("_", 1)[-1]))
     s_it = r.get("s_per_meta_iteration", r.get("train_step_s_median"))
     mem = r.get("peak_device_mb", r.get("peak_rss_mb"))

@@ -7,6 +7,8 @@ from jaxmeta.algorithms.black_box import (
     BlackBox, BlackBoxConfig, BlackBoxState, RL2Config, SNAILConfig, TrialBatch, rl2, snail,
 )
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
+from jaxmeta.algorithms.maml_q import MAMLQ, MAMLQBatch, MAMLQConfig, MAMLQState, maml_q
+from jaxmeta.algorithms.maml_q import final_table as maml_q_final_table
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
 from jaxmeta.envs import LOCOMOTION_ENVS as LOCOMOTION, METAWORLD_ENVS
 from jaxmeta.evaluation import baselines
@@ -74,6 +76,20 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
+register(
+    AlgorithmSpec(
+        name="maml_q",
+        config_cls=MAMLQConfig,
+        build=lambda env, config, collector=None: maml_q(env, env.task_distribution(), config, collector=collector),
+        default_env="maze_gen",
+        envs=("maze_gen", "maze"),
+        description="MAML over a Q-learning inner loop (Finn et al. 2017 with Watkins' Q-learning): meta-learned "
+                    "Q-network initialisation, Meta-SGD; return (policy gradient) or TD outer objective",
+        final_table=maml_q_final_table,
+    )
+)
+
+
 def black_box_final_table(env, config, algorithm, state, key, collector=None, initial_state=None):
     """The agent's mean reward per trial on the held-out tasks beside the classic baselines.
 
@@ -108,7 +124,7 @@ for _name, _cls, _factory, _doc in (
             build=lambda env, config, collector=None, f=_factory: f(env, env.task_distribution(), config,
                                                                      collector=collector),
             default_env="bandit",
-            envs=("bandit", "tabular_mdp", "maze", "navigation2d") + LOCOMOTION + METAWORLD_ENVS,
+            envs=("bandit", "tabular_mdp", "maze", "maze_gen", "navigation2d") + LOCOMOTION + METAWORLD_ENVS,
             description=_doc,
             aliases={"arms": "num_arms", "episodes": "episodes_per_trial"},
             final_table=black_box_final_table,
@@ -118,6 +134,7 @@ for _name, _cls, _factory, _doc in (
 
 __all__ = [
     "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "MAML",
-    "MAMLBatch", "MAMLConfig", "MAMLState", "MetaParams", "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch",
-    "black_box_final_table", "get", "maml", "register", "rl2", "snail", "success_final_table", "vmap_algorithm",
+    "MAMLBatch", "MAMLConfig", "MAMLQ", "MAMLQBatch", "MAMLQConfig", "MAMLQState", "MAMLState", "MetaParams",
+    "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch", "black_box_final_table", "get", "maml", "maml_q", "register",
+    "rl2", "snail", "success_final_table", "vmap_algorithm",
 ]

@@ -62,6 +62,9 @@ def _changed_config(config, num_tasks, steps, seed):
         elif isinstance(config, BlackBoxConfig):
             check_int("steps", steps, 1, 100_000)
             changes["episodes_per_trial"] = steps
+        elif hasattr(config, "num_eval_steps"):  # MAML-Q: Q-learning updates on the adaptation curve
+            check_int("steps", steps, 1, 100)
+            changes["num_eval_steps"] = steps
         else:
             raise ConfigError(f"--steps is not defined for {type(config).__name__}", "steps")
     return dataclasses.replace(config, **changes) if changes else config

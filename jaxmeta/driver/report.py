@@ -50,9 +50,9 @@ def aggregate_tables(tables: list[Table]) -> Table:
 
 
 def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None, xlabel: str = "adaptation steps",
-                    metric: str = "returns", title: str | None = None):
-    """Plot mean return (or, with metric="success", success rate) against adaptation
-    steps per curve.
+                    metric: str = "returns", title: str | None = None, ylabel: str | None = None):
+    """Plot mean return (or, with metric="success", success rate; or another per-task
+    statistic named by `ylabel`) against adaptation steps per curve.
 
     The band is the spread over tasks, or over seeds when the curves carry a leading
     seed axis (returns [S, K+1], as a run with several seeds returns them).
@@ -78,7 +78,9 @@ def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None
         ax.plot(k, mean, marker="o", label=label)
         ax.fill_between(k, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("success rate on held-out tasks" if metric == "success" else "mean return on held-out tasks")
+    if ylabel is None:
+        ylabel = "success rate on held-out tasks" if metric == "success" else "mean return on held-out tasks"
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.set_xticks(range(max(np.asarray(c.returns).shape[-1] for c in curves.values())))
@@ -140,3 +142,46 @@ def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def plot_maze(walls, start=None, goal=None, trajectory=None, path: str | os.PathLike | None = None, ax=None,
+              title: str | None = None):
+    """Draw a maze (a `MazeGenTask`'s occupancy grid) and optionally a trajectory, as a PNG.
+
+    Args:
+      walls: [2R+1, 2C+1] bool occupancy grid (True = wall).
+      start, goal: [2] cells (row, col), drawn as a green and a red square.
+      trajectory: [L, 2] cells visited in order (e.g. the agent's positions), drawn as a line.
+      path: PNG file to write (None: only draw on `ax`).
+    Returns:
+      The matplotlib axes.
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    walls = np.asarray(walls)
+    own = ax is None
+    if own:
+        H, W = walls.shape
+        fig, ax = plt.subplots(figsize=(max(2.0, W / 4), max(2.0, H / 4)))
+    ax.imshow(walls, cmap="Greys", interpolation="nearest", vmin=0, vmax=1.25)
+    to_px = lambda cell: (2 * np.asarray(cell)[..., 1] + 1, 2 * np.asarray(cell)[..., 0] + 1)  # (x, y)
+    if trajectory is not None and len(trajectory):
+        x, y = to_px(trajectory)
+        ax.plot(x, y, color="tab:blue", linewidth=2, alpha=0.8)
+    for cell, colour in ((start, "tab:green"), (goal, "tab:red")):
+        if cell is not None:
+            x, y = to_px(cell)
+            ax.scatter([x], [y], marker="s", s=60, color=colour, zorder=3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    if own and path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+        plt.close(ax.figure)
+    return ax

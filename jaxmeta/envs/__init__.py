@@ -13,6 +13,7 @@ from jaxmeta.envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetah
 from jaxmeta.envs.maze import MazeTask, MetaMaze
 # Meta-World imports metaworld only when a simulator is built
 from jaxmeta.envs.metaworld import MetaWorldML1, MetaWorldML10, MetaWorldML45, MetaWorldTask
+from jaxmeta.envs.mazes import GeneratedMaze, MazeGenTask
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "navigation2d": Navigation2D,
@@ -26,6 +27,7 @@ REGISTRY: dict[str, Callable[..., Any]] = {
     "metaworld-ml1": MetaWorldML1,
     "metaworld-ml10": MetaWorldML10,
     "metaworld-ml45": MetaWorldML45,
+    "maze_gen": GeneratedMaze,
 }
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
@@ -70,9 +72,9 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_ONLY", "HOST_SIMULATORS",
-    "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask", "MazeTask", "MetaEnv",
-    "MetaMaze", "MetaWorldML1", "MetaWorldML10", "MetaWorldML45", "MetaWorldTask", "NavTask", "Navigation2D",
-    "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "default_simulator", "host_simulator", "make",
-    "obs_dim", "register",
+    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "GeneratedMaze", "HOST_ONLY",
+    "HOST_SIMULATORS", "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask",
+    "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze", "MetaWorldML1", "MetaWorldML10", "MetaWorldML45",
+    "MetaWorldTask", "NavTask", "Navigation2D", "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim",
+    "default_simulator", "host_simulator", "make", "obs_dim", "register",
 ]

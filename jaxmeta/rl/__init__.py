@@ -6,4 +6,4 @@ from jaxmeta.rl.losses import (
 from jaxmeta.rl.optim import (
     backtracking_line_search, conjugate_gradient, gauss_newton_vector_product, hvp,
 )
-from jaxmeta.rl.returns import discounted_returns, gae
+from jaxmeta.rl.returns import discounted_returns, gae, n_step_returns

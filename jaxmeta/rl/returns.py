@@ -60,3 +60,37 @@ def gae(
 
     _, a_t = lax.scan(body, jnp.zeros((), v_t.dtype), (delta_t, discount_t), reverse=True)
     return a_t
+
+
+def n_step_returns(r_t: jax.Array, discount_t: jax.Array, v_t: jax.Array, n: int) -> jax.Array:
+    """n-step bootstrapped returns (Sutton & Barto 2018, sec. 7.1; rlax's
+    `n_step_bootstrapped_returns` without the lambda mixing).
+
+    G_t = r_t + d_t r_{t+1} + ... + (d_t ... d_{t+n-2}) r_{t+n-1} + (d_t ... d_{t+n-1}) v_{t+n-1},
+    where near the end of the sequence the return is cut at the last step and bootstraps
+    from v_{T-1}.
+
+    Args:
+      r_t: [T] rewards of the transitions t = 0..T-1.
+      discount_t: [T] discounts after each transition (0 where the episode ended).
+      v_t: [T] values of the states the transitions lead to (bootstrap values).
+      n: steps before bootstrapping (1: the one-step TD target r_t + d_t v_t).
+    Returns:
+      [T] n-step returns.
+    """
+    T = r_t.shape[0]
+    pad = n - 1
+    v_last = jnp.broadcast_to(v_t[-1:], (pad,))
+    # Pad by n - 1 steps so every window has n entries: zero rewards, unit discounts and
+    # the last value, which makes a window that runs past the end bootstrap from v_{T-1}.
+    r = jnp.concatenate([r_t, jnp.zeros((pad,), r_t.dtype)])
+    d = jnp.concatenate([discount_t, jnp.ones((pad,), discount_t.dtype)])
+    v = jnp.concatenate([v_t, v_last.astype(v_t.dtype)])
+    g = v[n - 1: n - 1 + T]  # [T] bootstrap values v_{t+n-1}
+
+    def body(g, i):  # i = n-1, ..., 0: fold in the reward i steps ahead
+        r_i, d_i = lax.dynamic_slice(r, (i,), (T,)), lax.dynamic_slice(d, (i,), (T,))
+        return r_i + d_i * g, None
+
+    g, _ = lax.scan(body, g, jnp.arange(n - 1, -1, -1))
+    return g

@@ -171,8 +171,8 @@ def trpo(max_kl: float = 1e-2, cg_iters: int = 10, cg_damping: float = 1e-5, ls_
     return OuterUpdate(lambda meta: (), update)
 
 
-def adam(lr: float = 1e-3) -> OuterUpdate:
-    """One Adam step on the post-adaptation surrogate per meta-batch."""
+def adam(lr: float | optax.Schedule = 1e-3) -> OuterUpdate:
+    """One Adam step on the post-adaptation surrogate per meta-batch (`lr` a float or an optax schedule)."""
     opt = optax.adam(lr)
 
     def update(maml: MAML, meta: MetaParams, opt_state, batch: MAMLBatch):
