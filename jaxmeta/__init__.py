@@ -1,7 +1,8 @@
 """jaxmeta: meta-reinforcement learning as pure JAX functions."""
-from jaxmeta import envs, rl
+from jaxmeta import envs, models, rl
 from jaxmeta.algorithms import (
-    MAML, Algorithm, MAMLBatch, MAMLConfig, MAMLState, RL2Config, SNAILConfig, TrialBatch, maml, rl2, snail,
+    MAML, Algorithm, GrBALConfig, MAMLBatch, MAMLConfig, MAMLState, MBMPOConfig, RL2Config, SNAILConfig, TrialBatch,
+    grbal, maml, mbmpo, rl2, snail,
 )
 from jaxmeta.config import ConfigError
 from jaxmeta.types import AdaptationCurve, TimeStep, Trajectory

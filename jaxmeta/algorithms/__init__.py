@@ -5,8 +5,11 @@ from jaxmeta.algorithms.base import Algorithm, vmap_algorithm
 from jaxmeta.algorithms.black_box import (
     BlackBox, BlackBoxConfig, BlackBoxState, RL2Config, SNAILConfig, TrialBatch, rl2, snail,
 )
+from jaxmeta.algorithms.grbal import GrBAL, GrBALConfig, GrBALState, grbal
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
+from jaxmeta.algorithms.mbmpo import MBMPO, MBMPOBatch, MBMPOConfig, MBMPOState, mbmpo
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
+from jaxmeta.envs import DYNAMICS_ENVS
 from jaxmeta.evaluation import baselines
 from jaxmeta.types import AdaptationCurve
 
@@ -63,8 +66,32 @@ for _name, _cls, _factory, _doc in (
         )
     )
 
+# Model-based meta-RL (Clavera et al. 2018; Nagabandi, Clavera et al. 2019): the envs
+# with a known `transition_reward(obs, action, next_obs, task)`.
+register(
+    AlgorithmSpec(
+        name="mbmpo",
+        config_cls=MBMPOConfig,
+        build=lambda env, config, collector=None: mbmpo(env, env.task_distribution(), config, collector=collector),
+        default_env="navigation2d",
+        envs=("navigation2d",) + DYNAMICS_ENVS,
+        description="MB-MPO (Clavera et al. 2018): MAML-TRPO policy on imagined rollouts of a dynamics ensemble",
+    )
+)
+register(
+    AlgorithmSpec(
+        name="grbal",
+        config_cls=GrBALConfig,
+        build=lambda env, config, collector=None: grbal(env, env.task_distribution(), config, collector=collector),
+        default_env="navigation2d_dynamics",
+        envs=DYNAMICS_ENVS,
+        description="GrBAL (Nagabandi, Clavera et al. 2019): MAML-adapted dynamics model acting through MPC",
+    )
+)
+
 __all__ = [
-    "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "MAML",
-    "MAMLBatch", "MAMLConfig", "MAMLState", "MetaParams", "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch",
-    "get", "maml", "register", "rl2", "snail", "vmap_algorithm",
+    "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "GrBAL",
+    "GrBALConfig", "GrBALState", "MAML", "MAMLBatch", "MAMLConfig", "MAMLState", "MBMPO", "MBMPOBatch",
+    "MBMPOConfig", "MBMPOState", "MetaParams", "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch", "get",
+    "grbal", "maml", "mbmpo", "register", "rl2", "snail", "vmap_algorithm",
 ]

@@ -5,10 +5,11 @@ from typing import Any, Callable
 
 from jaxmeta.envs.bandits import BanditTask, BernoulliBandit
 from jaxmeta.envs.base import Box, Discrete, MetaEnv, TaskDistribution, action_dim, obs_dim
-from jaxmeta.envs.navigation import NavTask, Navigation2D
+from jaxmeta.envs.navigation import NavDynamicsTask, NavTask, Navigation2D, Navigation2DDynamics
 from jaxmeta.envs.tabular_mdp import MDPTask, TabularMDP
 # locomotion imports brax only when an environment is first stepped or measured
 from jaxmeta.envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetahVel
+from jaxmeta.envs.locomotion_dynamics import AntDynamics, HalfCheetahDynamics, SystemTask
 # the maze imports gymnax only when a maze is built
 from jaxmeta.envs.maze import MazeTask, MetaMaze
 
@@ -21,9 +22,14 @@ REGISTRY: dict[str, Callable[..., Any]] = {
     "ant_dir": AntDir,
     "ant_goal": AntGoal,
     "maze": MetaMaze,
+    "navigation2d_dynamics": Navigation2DDynamics,
+    "halfcheetah_dynamics": HalfCheetahDynamics,
+    "ant_dynamics": AntDynamics,
 }
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
+# Environments whose tasks change the dynamics, not the reward (model-based meta-RL).
+DYNAMICS_ENVS = ("navigation2d_dynamics", "halfcheetah_dynamics", "ant_dynamics")
 
 # Host simulators (stepped outside XLA, see jaxmeta.host) and the environments they run.
 # "jax" is every environment's own jittable implementation (Brax for locomotion).
@@ -52,7 +58,8 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_SIMULATORS", "HalfCheetahDir",
+    "AntDir", "AntDynamics", "AntGoal", "DYNAMICS_ENVS", "HalfCheetahDynamics", "NavDynamicsTask",
+    "Navigation2DDynamics", "SystemTask", "BanditTask", "BernoulliBandit", "Box", "Discrete", "HOST_SIMULATORS", "HalfCheetahDir",
     "HalfCheetahVel", "LOCOMOTION_ENVS", "MDPTask", "MazeTask", "MetaEnv", "MetaMaze", "NavTask", "Navigation2D",
     "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim", "host_simulator", "make", "obs_dim", "register",
 ]
