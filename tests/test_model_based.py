@@ -43,6 +43,7 @@ def test_mbmpo_inner_step_on_imagined_data_is_the_maml_update_on_real_data():
     assert float(jnp.abs(imag_batch.valid.traj.obs[:, 1:] - imag_batch.valid.traj.obs[:, :1]).max()) > 0
 
 
+@pytest.mark.slow
 def test_grbal_adapted_model_predicts_a_perturbed_task_better():
     env = Navigation2DDynamics(horizon=40)
     config = GrBALConfig(model_hidden_sizes=(32, 32), past_steps=8, future_steps=8, meta_batch_size=40,
