@@ -13,10 +13,9 @@ So any learner that takes a `MetaEnv` learns from imagination unchanged:
 `MAML(ModelEnv(...), tasks, config)` is MB-MPO's inner meta-learner (Clavera et al.
 2018), its imagined meta-batch is that MAML's `sample_tasks`, its update is MAML's.
 
-The termination matters: without it an imagined navigation episode must hover at the
-goal for the rest of the horizon, and MAML-TRPO on such episodes gets worse after its
-first few dozen steps (measured on the real env with termination switched off, see
-docs/benchmarks.md), so the model env ends episodes as the real env would.
+The model env ends episodes as the real env would (its known termination): without
+it an imagined navigation episode would have to hover at the goal for the rest of the
+horizon, a different MDP from the real one.
 """
 from __future__ import annotations
 
