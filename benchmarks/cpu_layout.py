@@ -8,8 +8,8 @@ case, then one per comparison (ratios of cases measured in this same invocation)
 
 - MAML on navigation2d (pytorch-maml-rl's config): the CLI's CPU default (one host device
   per task of the meta-batch) against one device;
-- `--seeds S` against S single-seed runs one after the other, for MAML and RL^2, in the
-  CPU default layout ("map": seeds in turn inside one program) and vmapped.
+- `--seeds S` against S single-seed runs one after the other, for MAML, RL^2 and SNAIL,
+  in both seed layouts ("map": seeds in turn inside one program; "vmap").
 
     python benchmarks/cpu_layout.py [--iterations 6] [--seeds 8] [--cases maml,seeds]
 """
@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 RL2 = ["rl2", "--env", "bandit", "--arms", "5", "--episodes", "10", "--hidden-size", "64"]
+SNAIL = ["snail", "--env", "bandit", "--arms", "5", "--episodes", "10", "--filters", "16", "--key-size", "16",
+         "--value-size", "16"]
 MAML = ["maml", "--env", "navigation2d"]
 
 
@@ -66,7 +68,7 @@ def main(argv=None):
         print(json.dumps({"benchmark": "cpu_layout", "comparison": "maml one device / CPU default",
                           "ratio": one["s_per_meta_iteration"] / default["s_per_meta_iteration"]}), flush=True)
     if "seeds" in cases:
-        for label, base in (("maml", MAML), ("rl2", RL2)):
+        for label, base in (("maml", MAML), ("rl2", RL2), ("snail", SNAIL)):
             single = run_case(f"{label} one seed", base, n)
             for layout in ("map", "vmap"):
                 many = run_case(f"{label} --seeds {S} --seed-layout {layout}", base + ["--seeds", str(S),

@@ -1,8 +1,8 @@
 """jaxmeta: meta-reinforcement learning as pure JAX functions."""
-from jaxmeta import envs, rl
+from jaxmeta import envs, models, rl
 from jaxmeta.algorithms import (
-    MAML, Algorithm, MAMLBatch, MAMLConfig, MAMLQConfig, MAMLState, RL2Config, SNAILConfig, TrialBatch, maml, maml_q,
-    rl2, snail,
+    MAML, Algorithm, GrBALConfig, MAMLBatch, MAMLConfig, MAMLQConfig, MAMLState, MBMPOConfig, RL2Config, SNAILConfig,
+    TrialBatch, grbal, maml, maml_q, mbmpo, rl2, snail,
 )
 from jaxmeta.config import ConfigError
 from jaxmeta.types import AdaptationCurve, TimeStep, Trajectory

@@ -77,7 +77,7 @@ NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_there_is_a_notebook_per_family():
-    assert {"quickstart.ipynb", "black_box.ipynb", "metaworld.ipynb", "mazes.ipynb"} <= set(NOTEBOOKS)
+    assert {"quickstart.ipynb", "black_box.ipynb", "metaworld.ipynb", "mazes.ipynb", "model_based.ipynb"} <= set(NOTEBOOKS)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -36,10 +36,11 @@ def test_seeds_in_turn_equal_vmapped_seeds_and_single_runs():
                                np.asarray(singles[1].curves["trained"].returns), rtol=1e-4, atol=1e-6)
 
 
-def test_seed_layout_is_validated_and_auto_is_map_on_a_cpu():
+def test_seed_layout_is_validated_and_auto_is_the_algorithms_own_on_a_cpu():
     with pytest.raises(ConfigError, match="seed_layout"):
         RunSettings("maml", seed_layout="pmap")
     assert RunSettings("maml").resolved_seed_layout() == "map"  # this suite runs on the CPU
+    assert RunSettings("rl2").resolved_seed_layout() == "vmap"
     assert RunSettings("maml", seed_layout="vmap").resolved_seed_layout() == "vmap"
 
 

@@ -1,4 +1,4 @@
-"""Imports point one way: types/config/rl <- envs/networks <- rollout/host <- evaluation
+"""Imports point one way: types/config/rl <- envs/networks <- rollout/host/models <- evaluation
 <- algorithms <- driver <- cli (docs/architecture.md). A module may import its own layer
 or lower ones, never a higher one, at module level or inside a function."""
 import ast
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "jaxmeta"
 LAYERS = [
     {"types", "config", "rl"},
     {"envs", "networks"},
-    {"rollout", "host", "parallel"},
+    {"rollout", "host", "parallel", "models"},
     {"evaluation"},
     {"algorithms"},
     {"driver"},

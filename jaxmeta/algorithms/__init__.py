@@ -6,11 +6,13 @@ from jaxmeta.algorithms.base import Algorithm, vmap_algorithm
 from jaxmeta.algorithms.black_box import (
     BlackBox, BlackBoxConfig, BlackBoxState, RL2Config, SNAILConfig, TrialBatch, rl2, snail,
 )
+from jaxmeta.algorithms.grbal import GrBAL, GrBALConfig, GrBALState, grbal
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
 from jaxmeta.algorithms.maml_q import MAMLQ, MAMLQBatch, MAMLQConfig, MAMLQState, maml_q
 from jaxmeta.algorithms.maml_q import final_table as maml_q_final_table
+from jaxmeta.algorithms.mbmpo import MBMPO, MBMPOBatch, MBMPOConfig, MBMPOState, mbmpo
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
-from jaxmeta.envs import LOCOMOTION_ENVS as LOCOMOTION, METAWORLD_ENVS
+from jaxmeta.envs import DYNAMICS_ENVS, LOCOMOTION_ENVS as LOCOMOTION, METAWORLD_ENVS
 from jaxmeta.evaluation import baselines
 from jaxmeta.types import AdaptationCurve
 
@@ -68,6 +70,7 @@ register(
         description="MAML-RL (Finn et al. 2017): VPG/LVC/DiCE inner loop; TRPO, Adam or ProMP outer loop; Meta-SGD",
         env_final_tables=METAWORLD_TABLES,
         cpu_devices=lambda config: _largest_divisor(config.meta_batch_size, 64),
+        cpu_seed_layout="map",
     )
 )
 
@@ -132,9 +135,33 @@ for _name, _cls, _factory, _doc in (
         )
     )
 
+# Model-based meta-RL (Clavera et al. 2018; Nagabandi, Clavera et al. 2019): the envs
+# with a known `transition_reward(obs, action, next_obs, task)`.
+register(
+    AlgorithmSpec(
+        name="mbmpo",
+        config_cls=MBMPOConfig,
+        build=lambda env, config, collector=None: mbmpo(env, env.task_distribution(), config, collector=collector),
+        default_env="navigation2d",
+        envs=("navigation2d",) + DYNAMICS_ENVS,
+        description="MB-MPO (Clavera et al. 2018): MAML-TRPO policy on imagined rollouts of a dynamics ensemble",
+    )
+)
+register(
+    AlgorithmSpec(
+        name="grbal",
+        config_cls=GrBALConfig,
+        build=lambda env, config, collector=None: grbal(env, env.task_distribution(), config, collector=collector),
+        default_env="navigation2d_dynamics",
+        envs=DYNAMICS_ENVS,
+        description="GrBAL (Nagabandi, Clavera et al. 2019): MAML-adapted dynamics model acting through MPC",
+    )
+)
+
 __all__ = [
-    "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "MAML",
-    "MAMLBatch", "MAMLConfig", "MAMLQ", "MAMLQBatch", "MAMLQConfig", "MAMLQState", "MAMLState", "MetaParams",
-    "REGISTRY", "RL2Config", "SNAILConfig", "TrialBatch", "black_box_final_table", "get", "maml", "maml_q", "register",
+    "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "GrBAL",
+    "GrBALConfig", "GrBALState", "MAML", "MAMLBatch", "MAMLConfig", "MAMLQ", "MAMLQBatch", "MAMLQConfig", "MAMLQState",
+    "MAMLState", "MBMPO", "MBMPOBatch", "MBMPOConfig", "MBMPOState", "MetaParams", "REGISTRY", "RL2Config",
+    "SNAILConfig", "TrialBatch", "black_box_final_table", "get", "grbal", "maml", "maml_q", "mbmpo", "register",
     "rl2", "snail", "success_final_table", "vmap_algorithm",
 ]

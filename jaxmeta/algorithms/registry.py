@@ -33,6 +33,9 @@ class AlgorithmSpec:
     # batch over, from the config (None: one device; measured per algorithm, see
     # docs/benchmarks.md "CPU layout")
     cpu_devices: Callable[[Any], int] | None = None
+    # on a CPU: how several seeds run, "vmap" or "map" (in turn inside one program),
+    # whichever measured faster for this algorithm (docs/benchmarks.md "CPU layout")
+    cpu_seed_layout: str = "vmap"
 
     def final_table_for(self, env: str) -> Callable[..., tuple] | None:
         """The final table function of a run on `env` (None: the adaptation curve)."""

@@ -47,7 +47,7 @@ class RunSettings:
       the environment's default -- "jax", or the one host simulator of a host-only
       environment (Meta-World: "metaworld"); "jax" for a host-only environment is an error.
     seed_layout: how several seeds run: "vmap", "map" (in turn, in one program) or
-      "auto" ("map" on a CPU, "vmap" on an accelerator; see `resolved_seed_layout`).
+      "auto" (per algorithm on a CPU, "vmap" on an accelerator; see `resolved_seed_layout`).
     """
 
     algorithm: str
@@ -105,11 +105,12 @@ class RunSettings:
 
     def resolved_seed_layout(self) -> str:
         """How several seeds run: "vmap" (one batched program) or "map" (one seed after
-        the other inside one program). "auto": "map" on a CPU, where it is the faster
-        (measured in docs/benchmarks.md), "vmap" on an accelerator."""
+        the other inside one program). "auto": on a CPU the algorithm's measured faster
+        layout (`AlgorithmSpec.cpu_seed_layout`: MAML "map", RL^2 "vmap"; see
+        docs/benchmarks.md), "vmap" on an accelerator."""
         if self.seed_layout != "auto":
             return self.seed_layout
-        return "map" if jax.default_backend() == "cpu" else "vmap"
+        return self.spec.cpu_seed_layout if jax.default_backend() == "cpu" else "vmap"
 
     @property
     def spec(self) -> AlgorithmSpec:

@@ -5,10 +5,11 @@ from typing import Any, Callable
 
 from jaxmeta.envs.bandits import BanditTask, BernoulliBandit
 from jaxmeta.envs.base import Box, Discrete, MetaEnv, TaskDistribution, action_dim, obs_dim
-from jaxmeta.envs.navigation import NavTask, Navigation2D
+from jaxmeta.envs.navigation import NavDynamicsTask, NavTask, Navigation2D, Navigation2DDynamics
 from jaxmeta.envs.tabular_mdp import MDPTask, TabularMDP
 # locomotion imports brax only when an environment is first stepped or measured
 from jaxmeta.envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetahVel
+from jaxmeta.envs.locomotion_dynamics import AntDynamics, HalfCheetahDynamics, SystemTask
 # the maze imports gymnax only when a maze is built
 from jaxmeta.envs.maze import MazeTask, MetaMaze
 # Meta-World imports metaworld only when a simulator is built
@@ -28,10 +29,15 @@ REGISTRY: dict[str, Callable[..., Any]] = {
     "metaworld-ml10": MetaWorldML10,
     "metaworld-ml45": MetaWorldML45,
     "maze_gen": GeneratedMaze,
+    "navigation2d_dynamics": Navigation2DDynamics,
+    "halfcheetah_dynamics": HalfCheetahDynamics,
+    "ant_dynamics": AntDynamics,
 }
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
 METAWORLD_ENVS = ("metaworld-ml1", "metaworld-ml10", "metaworld-ml45")
+# Environments whose tasks change the dynamics, not the reward (model-based meta-RL).
+DYNAMICS_ENVS = ("navigation2d_dynamics", "halfcheetah_dynamics", "ant_dynamics")
 
 # Host simulators (stepped outside XLA, see jaxmeta.host) and the environments they run.
 # "jax" is every environment's own jittable implementation (Brax for locomotion);
@@ -72,9 +78,10 @@ def make(name: str, **kwargs) -> Any:
 
 
 __all__ = [
-    "AntDir", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "Discrete", "GeneratedMaze", "HOST_ONLY",
-    "HOST_SIMULATORS", "HalfCheetahDir", "HalfCheetahVel", "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask",
-    "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze", "MetaWorldML1", "MetaWorldML10", "MetaWorldML45",
-    "MetaWorldTask", "NavTask", "Navigation2D", "REGISTRY", "TabularMDP", "TaskDistribution", "action_dim",
+    "AntDir", "AntDynamics", "AntGoal", "BanditTask", "BernoulliBandit", "Box", "DYNAMICS_ENVS", "Discrete",
+    "GeneratedMaze", "HOST_ONLY", "HOST_SIMULATORS", "HalfCheetahDir", "HalfCheetahDynamics", "HalfCheetahVel",
+    "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask", "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze", "MetaWorldML1",
+    "MetaWorldML10", "MetaWorldML45", "MetaWorldTask", "NavDynamicsTask", "NavTask", "Navigation2D",
+    "Navigation2DDynamics", "REGISTRY", "SystemTask", "TabularMDP", "TaskDistribution", "action_dim",
     "default_simulator", "host_simulator", "make", "obs_dim", "register",
 ]

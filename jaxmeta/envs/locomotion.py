@@ -92,6 +92,14 @@ class LocoState(NamedTuple):
     t: jax.Array  # [] int32 steps taken
 
 
+def _check_ant_health(env) -> None:
+    check_float("survive_reward", env.survive_reward, -1e3, 1e3)
+    check_float("healthy_z_min", env.healthy_z_min, -10.0, 10.0)
+    check_float("healthy_z_max", env.healthy_z_max, -10.0, 10.0)
+    if not env.healthy_z_max > env.healthy_z_min:
+        raise ConfigError("healthy_z_max must be greater than healthy_z_min", "healthy_z_max")
+
+
 def _check_common(env) -> None:
     check_int("horizon", env.horizon, 1, 100_000)
     check_choice("backend", env.backend, BACKENDS)
@@ -216,11 +224,7 @@ class AntDir(_BraxLocomotion):
     def __post_init__(self):
         _check_common(self)
         check_choice("directions", self.directions, ("circle", "forward_backward"))
-        check_float("survive_reward", self.survive_reward, -1e3, 1e3)
-        check_float("healthy_z_min", self.healthy_z_min, -10.0, 10.0)
-        check_float("healthy_z_max", self.healthy_z_max, -10.0, 10.0)
-        if not self.healthy_z_max > self.healthy_z_min:
-            raise ConfigError("healthy_z_max must be greater than healthy_z_min", "healthy_z_max")
+        _check_ant_health(self)
 
     def task_distribution(self) -> TaskDistribution:
         def sample(key):
