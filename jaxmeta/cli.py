@@ -400,17 +400,33 @@ def _choose_cpu_devices(settings, args) -> None:
     algorithm's measured layout asks (`AlgorithmSpec.cpu_devices`; MAML: one per task of
     the meta-batch, whose work XLA then runs concurrently in cache-sized pieces), unless
     XLA_FLAGS already says how many. The library itself never sets XLA flags."""
-    from jax._src import xla_bridge
-
     spec = settings.spec
     if spec.cpu_devices is None or settings.host or args.num_processes > 1:
         return
+    _force_host_devices(int(spec.cpu_devices(settings.config)))
+
+
+def _force_host_devices(n: int) -> None:
+    """XLA_FLAGS for `n` host devices, on a CPU-only machine whose backend has not started
+    and whose XLA_FLAGS name no count of their own."""
+    from jax._src import xla_bridge
+
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or xla_bridge.backends_are_initialized() or not _cpu_only():
+    if n <= 1 or "xla_force_host_platform_device_count" in flags or xla_bridge.backends_are_initialized() \
+            or not _cpu_only():
         return
-    n = int(spec.cpu_devices(settings.config))
-    if n > 1:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def cmd_evaluate(args) -> int:
+    """`jaxmeta evaluate`: on a CPU, with the host devices the run trained on (config.json's
+    device_count), so that its own final table is reproduced."""
+    try:
+        _force_host_devices(int(driver.RunFolder(args.run).read_config().get("device_count", 1)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # not a readable run: evaluate_run says so in one line
+    return _run_guarded(lambda: driver.evaluate_run(args.run, num_tasks=args.num_tasks, steps=args.steps,
+                                                    seed=args.seed, checkpoint=args.checkpoint))
 
 
 def _logging(args) -> dict:
@@ -439,8 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_list()
             return 0
         if args.command == "evaluate":
-            return _run_guarded(lambda: driver.evaluate_run(args.run, num_tasks=args.num_tasks, steps=args.steps,
-                                                            seed=args.seed, checkpoint=args.checkpoint))
+            return cmd_evaluate(args)
         return cmd_train(args, parser)
     except KeyboardInterrupt:  # before the driver took over the signals (imports, compilation)
         print("jaxmeta: interrupted", file=sys.stderr)

@@ -68,3 +68,18 @@ def test_rl2_config_has_no_cpu_devices():
     assert registry.get("maml").cpu_devices(MAMLConfig(meta_batch_size=40)) == 40
     assert registry.get("maml").cpu_devices(MAMLConfig(meta_batch_size=100)) == 50
 
+
+
+def test_evaluate_in_a_fresh_process_uses_the_runs_host_devices(tmp_path, jax_cache):
+    env = subprocess_env(jax_cache)
+    env.pop("XLA_FLAGS")
+    out = run_jaxmeta(["train", "maml", *TINY, "--num-batches", "1", "--checkpoint-every", "0", "--out", str(tmp_path),
+                       "--name", "r"], env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "r"
+    assert json.loads((run / "config.json").read_text())["device_count"] == 4
+    out = run_jaxmeta(["evaluate", str(run)], env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = json.loads((run / "final_table.json").read_text())
+    again = json.loads(next(run.glob("eval-1-*")).joinpath("table.json").read_text())
+    assert again["rows"] == table["rows"]  # the same program on the same 4 devices: the same numbers

@@ -122,7 +122,8 @@ def test_every_shipped_config_builds_its_run():
             "promp-halfcheetah-dir", "rl2-bandit-k5-n10", "snail-bandit-k5-n10"} <= set(shipped)
     for name, path in shipped.items():
         s = run_settings.merge_settings(run_settings.read_settings_file(name), None, None, {}, {}, {})
-        assert s.algorithm in path.read_text() and s.num_batches >= 100, name
+        # published settings train long (a model-based iteration is a real-data iteration of many policy steps)
+        assert s.algorithm in path.read_text() and s.num_batches >= (20 if s.algorithm == "mbmpo" else 100), name
         assert path.read_text().startswith("# "), f"{name} says where its numbers come from"
     nav = run_settings.merge_settings(run_settings.read_settings_file("maml-navigation"), None, None, {}, {}, {})
     assert (nav.config.meta_batch_size, nav.config.num_episodes, nav.num_batches) == (20, 20, 500)
