@@ -113,7 +113,7 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--seed-layout", choices=("auto", "vmap", "map"), default=None,
                     help="how --seeds run: vmapped, or one after the other in one program (map); auto (default): "
-                         "on a CPU the layout measured faster for the algorithm (MAML map, RL^2 vmap), vmap on an "
+                         "on a CPU the layout measured faster for the algorithm (MAML, SNAIL map; RL^2 vmap), vmap on an "
                          "accelerator")
     tr.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="train N seeds (--seed, --seed+1, ...) in one program (default: 1; see --seed-layout)")

@@ -41,6 +41,7 @@ def test_seed_layout_is_validated_and_auto_is_the_algorithms_own_on_a_cpu():
         RunSettings("maml", seed_layout="pmap")
     assert RunSettings("maml").resolved_seed_layout() == "map"  # this suite runs on the CPU
     assert RunSettings("rl2").resolved_seed_layout() == "vmap"
+    assert RunSettings("snail").resolved_seed_layout() == "map"
     assert RunSettings("maml", seed_layout="vmap").resolved_seed_layout() == "vmap"
 
 

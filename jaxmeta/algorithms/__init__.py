@@ -116,9 +116,11 @@ def black_box_final_table(env, config, algorithm, state, key, collector=None, in
     return header, rows, curves
 
 
-for _name, _cls, _factory, _doc in (
-    ("rl2", RL2Config, rl2, "RL^2 (Duan et al. 2016): GRU policy trained with PPO over trials of n episodes"),
-    ("snail", SNAILConfig, snail, "SNAIL (Mishra et al. 2018): TC + causal attention blocks trained with PPO over trials"),
+# (seed layouts on a CPU as measured in docs/benchmarks.md, "CPU layout")
+for _name, _cls, _factory, _doc, _layout in (
+    ("rl2", RL2Config, rl2, "RL^2 (Duan et al. 2016): GRU policy trained with PPO over trials of n episodes", "vmap"),
+    ("snail", SNAILConfig, snail, "SNAIL (Mishra et al. 2018): TC + causal attention blocks trained with PPO over trials",
+     "map"),
 ):
     register(
         AlgorithmSpec(
@@ -132,6 +134,7 @@ for _name, _cls, _factory, _doc in (
             aliases={"arms": "num_arms", "episodes": "episodes_per_trial"},
             final_table=black_box_final_table,
             env_final_tables=METAWORLD_TABLES,
+            cpu_seed_layout=_layout,
         )
     )
 

@@ -106,7 +106,7 @@ class RunSettings:
     def resolved_seed_layout(self) -> str:
         """How several seeds run: "vmap" (one batched program) or "map" (one seed after
         the other inside one program). "auto": on a CPU the algorithm's measured faster
-        layout (`AlgorithmSpec.cpu_seed_layout`: MAML "map", RL^2 "vmap"; see
+        layout (`AlgorithmSpec.cpu_seed_layout`: MAML and SNAIL "map", RL^2 "vmap"; see
         docs/benchmarks.md), "vmap" on an accelerator."""
         if self.seed_layout != "auto":
             return self.seed_layout
