@@ -60,11 +60,16 @@ def success_final_table(env, config, algorithm, state, key, collector=None, init
 
 METAWORLD_TABLES = {name: success_final_table for name in METAWORLD_ENVS}
 
+
+def _on_own_tasks(factory):
+    """A spec's `build`: `factory(env, tasks, config, collector=...)` on the env's own task distribution."""
+    return lambda env, config, collector=None: factory(env, env.task_distribution(), config, collector=collector)
+
 register(
     AlgorithmSpec(
         name="maml",
         config_cls=MAMLConfig,
-        build=lambda env, config, collector=None: maml(env, env.task_distribution(), config, collector=collector),
+        build=_on_own_tasks(maml),
         default_env="navigation2d",
         envs=("navigation2d",) + LOCOMOTION + METAWORLD_ENVS,
         description="MAML-RL (Finn et al. 2017): VPG/LVC/DiCE inner loop; TRPO, Adam or ProMP outer loop; Meta-SGD",
@@ -83,7 +88,7 @@ register(
     AlgorithmSpec(
         name="maml_q",
         config_cls=MAMLQConfig,
-        build=lambda env, config, collector=None: maml_q(env, env.task_distribution(), config, collector=collector),
+        build=_on_own_tasks(maml_q),
         default_env="maze_gen",
         envs=("maze_gen", "maze"),
         description="MAML over a Q-learning inner loop (Finn et al. 2017 with Watkins' Q-learning): meta-learned "
@@ -126,8 +131,7 @@ for _name, _cls, _factory, _doc, _layout in (
         AlgorithmSpec(
             name=_name,
             config_cls=_cls,
-            build=lambda env, config, collector=None, f=_factory: f(env, env.task_distribution(), config,
-                                                                     collector=collector),
+            build=_on_own_tasks(_factory),
             default_env="bandit",
             envs=("bandit", "tabular_mdp", "maze", "maze_gen", "navigation2d") + LOCOMOTION + METAWORLD_ENVS,
             description=_doc,
@@ -144,7 +148,7 @@ register(
     AlgorithmSpec(
         name="mbmpo",
         config_cls=MBMPOConfig,
-        build=lambda env, config, collector=None: mbmpo(env, env.task_distribution(), config, collector=collector),
+        build=_on_own_tasks(mbmpo),
         default_env="navigation2d",
         envs=("navigation2d",) + DYNAMICS_ENVS,
         description="MB-MPO (Clavera et al. 2018): MAML-TRPO policy on imagined rollouts of a dynamics ensemble",
@@ -154,7 +158,7 @@ register(
     AlgorithmSpec(
         name="grbal",
         config_cls=GrBALConfig,
-        build=lambda env, config, collector=None: grbal(env, env.task_distribution(), config, collector=collector),
+        build=_on_own_tasks(grbal),
         default_env="navigation2d_dynamics",
         envs=DYNAMICS_ENVS,
         description="GrBAL (Nagabandi, Clavera et al. 2019): MAML-adapted dynamics model acting through MPC",
