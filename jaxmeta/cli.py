@@ -32,6 +32,7 @@ from typing import Any, Sequence
 from jaxmeta import driver, envs
 from jaxmeta.algorithms import registry
 from jaxmeta.config import ConfigError
+from jaxmeta.driver import reproduce
 from jaxmeta.driver.distributed import initialize_distributed
 
 # RunSettings fields whose flag is not their own name
@@ -135,6 +136,14 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
                     help="MAML: inner steps (0..K measured); RL^2: episodes per trial (default: the run's)")
     ev.add_argument("--seed", type=int, default=None, help="other held-out tasks and evaluation key (default: the run's)")
     ev.add_argument("--checkpoint", type=int, default=None, metavar="N", help="meta-iteration (default: the newest)")
+    rp = sub.add_parser("reproduce", help="train every cell of a published table and compare with the paper")
+    rp.error = parser.error  # type: ignore[method-assign]
+    rp.add_argument("table", choices=sorted(reproduce.TABLES))
+    rp.add_argument("--cells", metavar="A,B", help="only these cells (e.g. n10-k5,n100-k5; default: all)")
+    rp.add_argument("--quick", action="store_true",
+                    help="2 meta-iterations of small batches per cell: a smoke test, not a result")
+    rp.add_argument("--out", default="runs", help="folder for the table's runs (default: runs)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     dist = tr.add_argument_group("multi-process (multi-host) runs, see docs/scaling.md")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (jax.distributed.initialize)")
     dist.add_argument("--num-processes", type=int, default=1)
@@ -429,6 +438,21 @@ def cmd_evaluate(args) -> int:
                                                     seed=args.seed, checkpoint=args.checkpoint))
 
 
+def cmd_reproduce(args, parser) -> int:
+    """`jaxmeta reproduce TABLE`: every cell of one table is one algorithm, so the CPU
+    layout of its first cell holds for all of them."""
+    try:
+        table, cells = reproduce.select_cells(args.table, args.cells)
+    except ConfigError as e:
+        parser.error(f"argument --cells: {e}")
+    settings = driver.settings.merge_settings(driver.settings.read_settings_file(cells[0].config), None, None, {}, {},
+                                              {})
+    if settings.spec.cpu_devices is not None and not settings.host:
+        _force_host_devices(int(settings.spec.cpu_devices(settings.config)))
+    return _run_guarded(lambda: reproduce.reproduce(args.table, args.out, args.cells, args.quick,
+                                                    progress=not args.no_progress))
+
+
 def _logging(args) -> dict:
     return {"tensorboard": not args.no_tensorboard, "wandb_project": args.wandb}
 
@@ -456,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args, parser)
         return cmd_train(args, parser)
     except KeyboardInterrupt:  # before the driver took over the signals (imports, compilation)
         print("jaxmeta: interrupted", file=sys.stderr)
