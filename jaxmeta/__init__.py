@@ -1,10 +1,11 @@
 """jaxmeta: meta-reinforcement learning as pure JAX functions."""
-from jaxmeta import envs, models, rl
+from jaxmeta import envs, models, papers, rl
 from jaxmeta.algorithms import (
     MAML, Algorithm, GrBALConfig, MAMLBatch, MAMLConfig, MAMLQConfig, MAMLState, MBMPOConfig, RL2Config, SNAILConfig,
     TrialBatch, grbal, maml, maml_q, mbmpo, rl2, snail,
 )
 from jaxmeta.config import ConfigError
+from jaxmeta.papers import paper_values
 from jaxmeta.types import AdaptationCurve, TimeStep, Trajectory
 
 __version__ = "0.1.0"

@@ -156,7 +156,7 @@ def test_registry_spec_and_final_table():
                                             None)
     assert list(curves) == [r[0] for r in rows] and curves["agent"].returns.shape == (4,)
     names = [r[0] for r in rows]
-    assert names == ["agent", "random", "greedy", "epsilon_greedy", "ucb1", "thompson"]
+    assert names == ["agent", "Random", "Gittins", "TS", "OTS", "UCB1", "eps-Greedy", "Greedy"]
     assert len(header) == len(rows[0])
     assert all(0.0 <= r[1] <= 4.0 for r in rows)
 

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "jaxmeta"
 LAYERS = [
-    {"types", "config", "rl"},
+    {"types", "config", "rl", "papers"},
     {"envs", "networks"},
     {"rollout", "host", "parallel", "models"},
     {"evaluation"},
