@@ -28,15 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import device_info, emit, median_time, peak_memory_mb  # noqa: E402
+from common import compiled, device_info, emit, median_time, peak_memory_mb  # noqa: E402
 from jaxmeta.algorithms.maml_regression import MAMLRegression, MAMLRegressionConfig  # noqa: E402
 from jaxmeta.envs import Sinusoid  # noqa: E402
-
-
-def _compiled(fn, *args):
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - t0
 
 
 def main(argv=None):
@@ -61,7 +55,7 @@ def main(argv=None):
             algo = MAMLRegression(env, env.task_distribution(), config).algorithm()
             state = algo.init(jax.random.PRNGKey(0))
             keys = iter(list(jax.random.split(jax.random.PRNGKey(1), 10 * args.repeats + 10)))
-            step, compile_s = _compiled(algo.train_step, state, next(keys))
+            step, compile_s = compiled(algo.train_step, state, next(keys))
             state, _ = step(state, next(keys))
             jax.block_until_ready(state)
 
@@ -73,7 +67,7 @@ def main(argv=None):
             sec, times = median_time(one, args.repeats)
             scan = lambda s, ks: jax.lax.scan(lambda s, k: algo.train_step(s, k), s, ks)
             chunk_keys = jax.random.split(jax.random.PRNGKey(2), args.chunk)
-            scanned, scan_compile_s = _compiled(scan, state, chunk_keys)
+            scanned, scan_compile_s = compiled(scan, state, chunk_keys)
             jax.block_until_ready(scanned(state, chunk_keys))
             scan_sec, scan_times = median_time(lambda: scanned(state, chunk_keys), max(3, args.repeats // 5))
             emit({"benchmark": "maml_regression_step", "num_shots": K, "num_query": config.query_size,

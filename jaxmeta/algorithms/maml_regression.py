@@ -321,7 +321,8 @@ class MAMLRegression:
             best = jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))
             curves["pretrained"] = out["pretrained"]
             rates["pretrained"] = jnp.asarray(c.inner_lr, lrs.dtype)
-            curves["pretrained, tuned step size"] = jnp.stack([out[f"held-out {j}"] for j in range(len(TUNING_LRS))])[best]
+            held_out_curves = jnp.stack([out[f"held-out {j}"] for j in range(len(TUNING_LRS))])  # [L, tasks, N+1]
+            curves["pretrained, tuned step size"] = held_out_curves[best]
             rates["pretrained, tuned step size"] = lrs[best]
         if initial_state is not None:
             curves["untrained"] = out["untrained"]

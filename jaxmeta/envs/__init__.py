@@ -84,6 +84,6 @@ __all__ = [
     "GeneratedMaze", "HOST_ONLY", "HOST_SIMULATORS", "HalfCheetahDir", "HalfCheetahDynamics", "HalfCheetahVel",
     "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask", "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze", "MetaWorldML1",
     "MetaWorldML10", "MetaWorldML45", "MetaWorldTask", "NavDynamicsTask", "NavTask", "Navigation2D",
-    "Navigation2DDynamics", "REGISTRY", "Sinusoid", "SinusoidTask", "SystemTask", "TabularMDP", "TaskDistribution", "action_dim",
-    "default_simulator", "host_simulator", "make", "obs_dim", "register",
+    "Navigation2DDynamics", "REGISTRY", "Sinusoid", "SinusoidTask", "SystemTask", "TabularMDP", "TaskDistribution",
+    "action_dim", "default_simulator", "host_simulator", "make", "obs_dim", "register",
 ]
