@@ -78,6 +78,13 @@ def fn_flops(fn: Callable, *args, while_trips: list[int] | None = None) -> float
     return jaxpr_flops(jax.make_jaxpr(fn)(*args), while_trips)
 
 
+def compiled(fn: Callable, *args) -> tuple[Any, float]:
+    """`fn` jitted and compiled for `args`, and the seconds compiling took."""
+    t0 = time.perf_counter()
+    program = jax.jit(fn).lower(*args).compile()
+    return program, time.perf_counter() - t0
+
+
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     """Median wall seconds of `fn()` (blocked until ready) over `repeats` runs."""
     times = []

@@ -18,21 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from common import device_info, emit, median_time, peak_memory_mb  # noqa: E402
+from common import compiled, device_info, emit, median_time, peak_memory_mb  # noqa: E402
 from jaxmeta.algorithms.maml_q import MAMLQ, MAMLQConfig  # noqa: E402
 from jaxmeta.envs import GeneratedMaze  # noqa: E402
-
-
-def _compiled(fn, *args):
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - t0
 
 
 def main(argv=None):
@@ -62,7 +55,7 @@ def main(argv=None):
     key = jax.random.PRNGKey(0)
 
     # ---- maze generation
-    gen, compile_s = _compiled(lambda k: env.task_distribution().sample_batch(k, args.num_mazes), key)
+    gen, compile_s = compiled(lambda k: env.task_distribution().sample_batch(k, args.num_mazes), key)
     jax.block_until_ready(gen(key))
     keys = iter(list(jax.random.split(key, 1_000)))  # split up front: indexing a key array compiles once
     sec, times = median_time(lambda: gen(next(keys)), args.repeats)
@@ -73,7 +66,7 @@ def main(argv=None):
     # ---- the inner loop alone: K rounds of collection + Q-learning update, then the adapted Q's episodes
     state = m.init(jax.random.PRNGKey(1))
     tasks = env.task_distribution().sample_batch(jax.random.PRNGKey(2), args.inner_mazes)
-    inner, compile_s = _compiled(lambda meta, k: m.sample_tasks(meta, tasks, k).valid.reward, state.meta, key)
+    inner, compile_s = compiled(lambda meta, k: m.sample_tasks(meta, tasks, k).valid.reward, state.meta, key)
     jax.block_until_ready(inner(state.meta, key))
     sec, times = median_time(lambda: inner(state.meta, next(keys)), args.repeats)
     steps = args.inner_mazes * args.num_episodes * args.horizon * (args.num_inner_steps + 1)
@@ -83,7 +76,7 @@ def main(argv=None):
 
     # ---- meta-training: one meta-iteration per call
     train_step = m.algorithm().train_step
-    step, compile_s = _compiled(train_step, state, key)
+    step, compile_s = compiled(train_step, state, key)
     state, _ = step(state, key)
     jax.block_until_ready(state)
 

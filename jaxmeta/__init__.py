@@ -1,8 +1,8 @@
 """jaxmeta: meta-reinforcement learning as pure JAX functions."""
 from jaxmeta import envs, models, papers, rl
 from jaxmeta.algorithms import (
-    MAML, Algorithm, GrBALConfig, MAMLBatch, MAMLConfig, MAMLQConfig, MAMLState, MBMPOConfig, RL2Config, SNAILConfig,
-    TrialBatch, grbal, maml, maml_q, mbmpo, rl2, snail,
+    MAML, Algorithm, GrBALConfig, MAMLBatch, MAMLConfig, MAMLQConfig, MAMLRegressionConfig, MAMLState, MBMPOConfig,
+    RL2Config, SNAILConfig, TrialBatch, grbal, maml, maml_q, maml_regression, mbmpo, rl2, snail,
 )
 from jaxmeta.config import ConfigError
 from jaxmeta.papers import paper_values

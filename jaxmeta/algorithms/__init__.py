@@ -10,6 +10,10 @@ from jaxmeta.algorithms.grbal import GrBAL, GrBALConfig, GrBALState, grbal
 from jaxmeta.algorithms.maml import MAML, MAMLBatch, MAMLConfig, MAMLState, MetaParams, maml
 from jaxmeta.algorithms.maml_q import MAMLQ, MAMLQBatch, MAMLQConfig, MAMLQState, maml_q
 from jaxmeta.algorithms.maml_q import final_table as maml_q_final_table
+from jaxmeta.algorithms.maml_regression import (
+    MAMLRegression, MAMLRegressionConfig, MAMLRegressionState, RegressionBatch, maml_regression,
+)
+from jaxmeta.algorithms.maml_regression import final_table as maml_regression_final_table
 from jaxmeta.algorithms.mbmpo import MBMPO, MBMPOBatch, MBMPOConfig, MBMPOState, mbmpo
 from jaxmeta.algorithms.registry import REGISTRY, AlgorithmSpec, get, register
 from jaxmeta.envs import DYNAMICS_ENVS, LOCOMOTION_ENVS as LOCOMOTION, METAWORLD_ENVS
@@ -98,6 +102,21 @@ register(
 )
 
 
+register(
+    AlgorithmSpec(
+        name="maml_regression",
+        config_cls=MAMLRegressionConfig,
+        build=_on_own_tasks(maml_regression),
+        default_env="sinusoid",
+        envs=("sinusoid",),
+        description="supervised few-shot MAML (Finn et al. 2017, sec. 5.1): sinusoid regression, MLP 40 x 40, "
+                    "K shots; Meta-SGD; beside a model pretrained on all tasks",
+        final_table=maml_regression_final_table,
+        score="mse",
+    )
+)
+
+
 def black_box_final_table(env, config, algorithm, state, key, collector=None, initial_state=None):
     """The agent's mean reward per trial on the held-out tasks beside the classic baselines.
 
@@ -168,7 +187,8 @@ register(
 __all__ = [
     "AdaptationCurve", "Algorithm", "AlgorithmSpec", "BlackBox", "BlackBoxConfig", "BlackBoxState", "GrBAL",
     "GrBALConfig", "GrBALState", "MAML", "MAMLBatch", "MAMLConfig", "MAMLQ", "MAMLQBatch", "MAMLQConfig", "MAMLQState",
-    "MAMLState", "MBMPO", "MBMPOBatch", "MBMPOConfig", "MBMPOState", "MetaParams", "REGISTRY", "RL2Config",
-    "SNAILConfig", "TrialBatch", "black_box_final_table", "get", "grbal", "maml", "maml_q", "mbmpo", "register",
-    "rl2", "snail", "success_final_table", "vmap_algorithm",
+    "MAMLRegression", "MAMLRegressionConfig", "MAMLRegressionState", "MAMLState", "MBMPO", "MBMPOBatch", "MBMPOConfig",
+    "MBMPOState", "MetaParams", "REGISTRY", "RL2Config", "RegressionBatch", "SNAILConfig", "TrialBatch",
+    "black_box_final_table", "get", "grbal", "maml", "maml_q", "maml_regression", "mbmpo", "register", "rl2", "snail",
+    "success_final_table", "vmap_algorithm",
 ]

@@ -36,6 +36,11 @@ class AlgorithmSpec:
     # on a CPU: how several seeds run, "vmap" or "map" (in turn inside one program),
     # whichever measured faster for this algorithm (docs/benchmarks.md "CPU layout")
     cpu_seed_layout: str = "vmap"
+    # what the adaptation curve (`AdaptationCurve.returns`) and the training metrics
+    # `*_<score>` measure: "return" (reinforcement learning: metrics `*_return` and
+    # `*_reward`, higher is better), or a supervised loss such as "mse" (lower is
+    # better), which the driver's plots and progress bar then show and label
+    score: str = "return"
 
     def final_table_for(self, env: str) -> Callable[..., tuple] | None:
         """The final table function of a run on `env` (None: the adaptation curve)."""

@@ -136,6 +136,7 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
         success = all(getattr(c, "success", None) is not None for c in res.curves.values())
         xlabel = "episode of the trial" if own_table and isinstance(config, BlackBoxConfig) else "adaptation steps"
         report.plot_adaptation(res.curves, out / "adaptation.png", xlabel=xlabel,
-                               metric="success" if success else "returns")
+                               metric="success" if success else "returns",
+                               ylabel=report.curve_label(settings.spec.score))
     log(f"results in {out}")
     return Evaluation(out, iteration, title, res.table, res.curves)

@@ -261,7 +261,7 @@ def _train(settings, folder, resume, stop, progress, log, mesh, callback, logger
     seed_list = list(range(settings.seed, settings.seed + settings.num_seeds))
     wall0 = history[-1]["wall_s"] if history else 0.0
     try:
-        with _Progress(settings.num_batches, start, progress) as bar, parallel.use_mesh(mesh):
+        with _Progress(settings.num_batches, start, progress, settings.spec.score) as bar, parallel.use_mesh(mesh):
             t0 = time.perf_counter() - wall0
             for it in range(start, settings.num_batches):
                 new_state, metrics, bad_leaf = program.step(state, keys.train, np.int32(it))
@@ -446,17 +446,17 @@ def _finish(settings, env, algo, collector, program, state, state0, untrained, k
     if folder is not None:
         own_table = settings.spec.final_table_for(settings.env) is not None
         folder.finish(res.title, res.table, res.per_seed, history, f"{settings.spec.name} on {settings.env}",
-                      res.curves if own_table else None)
+                      res.curves if own_table else None, score=settings.spec.score)
         loggers.finish(res.curves, folder.path / "returns.png", res.table)
         log(f"results in {folder.path}")
     return RunResult(folder.path if folder else None, state, history, res.table, res.curves)
 
 
 class _Progress:
-    """A tqdm bar over meta-iterations showing the latest returns (or nothing)."""
+    """A tqdm bar over meta-iterations showing the latest returns, or `score` (or nothing)."""
 
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
+    def __init__(self, total: int, initial: int, enabled: bool, score: str = "return"):
+        self.bar, self.suffixes = None, report.score_suffixes(score)
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -474,7 +474,7 @@ class _Progress:
 
     def update(self, rows: list[dict]) -> None:
         if self.bar is not None:
-            shown = [k for k in rows[0] if k.endswith(("_return", "_reward"))]
+            shown = [k for k in rows[0] if k.endswith(self.suffixes)]
             self.bar.set_postfix({k: f"{np.mean([r[k] for r in rows]):.2f}" for k in shown})
             self.bar.update(1)
 

@@ -93,9 +93,21 @@ def plot_adaptation(curves: dict, path: str | os.PathLike | None = None, ax=None
     return ax
 
 
-def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
-    """Plot every `*_return` / `*_reward` metric over meta-iterations into a PNG, and the
-    `*_success` rates (Meta-World) in a second panel; False if matplotlib is missing.
+def score_suffixes(score: str = "return") -> tuple[str, ...]:
+    """The training metrics a run's plot and progress bar show (`AlgorithmSpec.score`):
+    `*_return` / `*_reward` for reinforcement learning, `*_<score>` for a supervised loss."""
+    return ("_return", "_reward") if score == "return" else (f"_{score}",)
+
+
+def curve_label(score: str = "return") -> str | None:
+    """The y label of an adaptation plot of `score` (None: `plot_adaptation`'s own, for returns)."""
+    return None if score == "return" else f"{score} on held-out tasks (lower is better)"
+
+
+def plot_returns(metrics: list[dict], path: Path, title: str, score: str = "return") -> bool:
+    """Plot every `*_return` / `*_reward` metric (or `*_<score>`, see `score_suffixes`) over
+    meta-iterations into a PNG, and the `*_success` rates (Meta-World) in a second panel;
+    False if matplotlib is missing.
 
     With several seeds (rows with a "seed" field) the line is the mean over seeds and
     the band their standard deviation.
@@ -107,7 +119,7 @@ def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:  # plotting is optional
         return False
-    keys = sorted({k for m in metrics for k in m if k.endswith(("_return", "_reward"))})
+    keys = sorted({k for m in metrics for k in m if k.endswith(score_suffixes(score))})
     success_keys = sorted({k for m in metrics for k in m if k.endswith("_success")})
     num_seeds = len({m.get("seed", 0) for m in metrics}) or 1
     if success_keys:
@@ -127,7 +139,7 @@ def plot_returns(metrics: list[dict], path: Path, title: str) -> bool:
             axis.fill_between(its, mean - std, mean + std, alpha=0.2)
             label += f" (mean ± std, {num_seeds} seeds)"
         axis.plot(its, mean, label=label)
-    ax.set_ylabel("mean episode return")
+    ax.set_ylabel("mean episode return" if score == "return" else f"{score} (training tasks)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if keys:

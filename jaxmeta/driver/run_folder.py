@@ -199,9 +199,10 @@ class RunFolder:
             raise RunFolderError(f"cannot write {self.path / name}: {describe_os_error(e)}") from e
 
     def finish(self, title: str, table: report.Table, per_seed: dict[str, report.Table] | None,
-               metrics: list[dict], plot_title: str, curves: dict | None = None) -> None:
+               metrics: list[dict], plot_title: str, curves: dict | None = None, score: str = "return") -> None:
         """The final table (text and JSON), the returns plot and, given `curves`
-        ({label: AdaptationCurve}), the adaptation plot."""
+        ({label: AdaptationCurve}), the adaptation plot; `score` is what the curves and
+        the plotted metrics measure (`AlgorithmSpec.score`)."""
         if not self.write:
             return
         header, rows = table
@@ -212,7 +213,8 @@ class RunFolder:
         with self._writing("final_table.txt"):
             write_atomic(self.path / "final_table.txt", title + "\n" + text + "\n")
             write_atomic(self.path / "final_table.json", json.dumps(table_json, indent=2))
-            report.plot_returns(metrics, self.path / "returns.png", plot_title)
+            report.plot_returns(metrics, self.path / "returns.png", plot_title, score=score)
             if curves:
                 metric = "success" if all(c.success is not None for c in curves.values()) else "returns"
-                report.plot_adaptation(curves, self.path / "adaptation.png", metric=metric, title=plot_title)
+                report.plot_adaptation(curves, self.path / "adaptation.png", metric=metric, title=plot_title,
+                                       ylabel=report.curve_label(score))

@@ -15,6 +15,7 @@ from jaxmeta.envs.maze import MazeTask, MetaMaze
 # Meta-World imports metaworld only when a simulator is built
 from jaxmeta.envs.metaworld import MetaWorldML1, MetaWorldML10, MetaWorldML45, MetaWorldTask
 from jaxmeta.envs.mazes import GeneratedMaze, MazeGenTask
+from jaxmeta.envs.sinusoid import Sinusoid, SinusoidTask
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "navigation2d": Navigation2D,
@@ -32,6 +33,7 @@ REGISTRY: dict[str, Callable[..., Any]] = {
     "navigation2d_dynamics": Navigation2DDynamics,
     "halfcheetah_dynamics": HalfCheetahDynamics,
     "ant_dynamics": AntDynamics,
+    "sinusoid": Sinusoid,  # supervised regression tasks (no reset/step): maml_regression
 }
 
 LOCOMOTION_ENVS = ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal")
@@ -82,6 +84,6 @@ __all__ = [
     "GeneratedMaze", "HOST_ONLY", "HOST_SIMULATORS", "HalfCheetahDir", "HalfCheetahDynamics", "HalfCheetahVel",
     "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask", "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze", "MetaWorldML1",
     "MetaWorldML10", "MetaWorldML45", "MetaWorldTask", "NavDynamicsTask", "NavTask", "Navigation2D",
-    "Navigation2DDynamics", "REGISTRY", "SystemTask", "TabularMDP", "TaskDistribution", "action_dim",
-    "default_simulator", "host_simulator", "make", "obs_dim", "register",
+    "Navigation2DDynamics", "REGISTRY", "Sinusoid", "SinusoidTask", "SystemTask", "TabularMDP", "TaskDistribution",
+    "action_dim", "default_simulator", "host_simulator", "make", "obs_dim", "register",
 ]
