@@ -1,6 +1,6 @@
 """RL^2's LSTM cell and SNAIL's multi-head attention: step == apply and windows in
 float64, each against a direct formula, the paper's single-head path kept bit for bit,
-causality per head, bad fields named, and the CLI (train; evaluate for the LSTM).
+causality per head, bad fields named, and `jaxmeta train` with each.
 jit == no-jit and the LSTM's eager windows check are in tests/test_sequence.py."""
 import json
 
@@ -220,20 +220,16 @@ COMMON = ["--env", "bandit", "--arms", "3", "--episodes", "2", "--meta-batch-siz
           "--num-eval-tasks", "8", "--no-progress"]
 
 
-def test_cli_lstm_train_evaluate(tmp_path, capsys):
-    """`jaxmeta train rl2 --cell lstm`: run folder with the field in its config, and
-    `jaxmeta evaluate` (restoring the LSTM's checkpoint) reproduces the final table."""
-    run = tmp_path / "r"
+def test_cli_lstm_train(tmp_path, capsys):
+    """`jaxmeta train rl2 --cell lstm`: the run's config and its final table beside the baselines
+    (resume and `jaxmeta evaluate` of such runs: docs/benchmarks.md, issue 16 section)."""
     code, _, err = run_cli(["train", "rl2", *COMMON, "--cell", "lstm", "--hidden-size", "8", "--num-batches", "1",
                             "--out", str(tmp_path), "--name", "r"], capsys)
     assert code == 0, err
-    config = json.loads((run / "config.json").read_text())["config"]
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert (config["cell"], config["hidden_size"]) == ("lstm", 8)
-    code, _, err = run_cli(["evaluate", str(run)], capsys)
-    assert code == 0, err
-    final = json.loads((run / "final_table.json").read_text())
-    (folder,) = [p for p in run.iterdir() if p.name.startswith("eval-")]
-    assert json.loads((folder / "table.json").read_text())["rows"] == final["rows"]
+    rows = json.loads((tmp_path / "r" / "final_table.json").read_text())["rows"]
+    assert rows[0][0] == "agent" and np.isfinite(rows[0][1]) and len(rows) > 1
 
 
 def test_cli_snail_heads_train(tmp_path, capsys):
