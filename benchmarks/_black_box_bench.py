@@ -44,8 +44,8 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
             jax.block_until_ready((state, m))
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
-        # The reference product has the model's matmul shape: a GRU's per-step products are
-        # [trials, H] x [H, 3H]; SNAIL's dense layers map whole trials to 2 * filters channels.
+        # The reference product has the model's matmul shape: a GRU's (LSTM's) per-step products
+        # are [trials, H] x [H, 3H] ([H, 4H]); SNAIL's dense layers map whole trials to 2 * filters channels.
         if hasattr(cfg, "hidden_size"):
             width, rows = cfg.hidden_size, cfg.num_trials
         else:
@@ -58,6 +58,8 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
             "trials_per_step": cfg.num_trials,
             "num_epochs": cfg.num_epochs,
             "num_minibatches": cfg.num_minibatches,
+            **({"cell": cfg.cell, "hidden_size": cfg.hidden_size} if hasattr(cfg, "cell") else
+               {"filters": cfg.filters, "num_heads": cfg.num_heads, "key_size": cfg.key_size}),
             "env_steps_per_s": env_steps / med,
             "train_step_s_median": med / steps_per_run,
             "runs": repeats,

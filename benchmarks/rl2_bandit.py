@@ -1,8 +1,10 @@
 """RL^2 meta-training throughput on a 5-armed bandit, n=100 one-pull episodes per trial.
 
-Prints one JSON line per model: the paper's GRU(256) and a small GRU(64).
-Run: PYTHONPATH=. python benchmarks/rl2_bandit.py
+Prints one JSON line per model: the paper's GRU(256) and a small GRU(64), and the same
+two with an LSTM cell (`lstm256`, `lstm64`: same hidden size, batch and PPO settings).
+Run: PYTHONPATH=. python benchmarks/rl2_bandit.py [--models gru256,lstm256]
 """
+import dataclasses
 import os
 import sys
 
@@ -13,10 +15,12 @@ from _black_box_bench import main  # noqa: E402
 from jaxmeta.algorithms.black_box import RL2Config  # noqa: E402
 
 if __name__ == "__main__":
-    main("rl2_bandit", {
+    gru = {
         "gru256": RL2Config(episodes_per_trial=100, hidden_size=256, meta_batch_size=256,
                             num_epochs=2, num_minibatches=2),
         # small GRU over many trials: memory-bound on a CPU, so recompute the gates
         "gru64": RL2Config(episodes_per_trial=100, hidden_size=64, meta_batch_size=2048,
                            num_epochs=1, num_minibatches=1, remat=True),
-    })
+    }
+    lstm = {"lstm" + k[3:]: dataclasses.replace(c, cell="lstm") for k, c in gru.items()}
+    main("rl2_bandit", {**gru, **lstm})

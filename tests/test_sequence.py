@@ -1,4 +1,8 @@
-"""Sequence models: step-by-step acting equals whole-sequence evaluation, causality."""
+"""Sequence models: step-by-step acting equals whole-sequence evaluation, causality.
+
+RL^2's LSTM cell and multi-head SNAIL run the cheap checks here; their step == apply
+and window checks (jitted, in float64) and multi-head causality are in
+tests/test_sequence_variants.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +21,11 @@ def _models():
         "snail": SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, context=T,
                              arch=SNAILArchitecture(filters=6, key_size=5, value_size=7,
                                                     blocks=("attn", "tc", "tc", "attn"))),
+        "lstm": GRUPolicy(input_dim=D, num_outputs=A, continuous=False,
+                          arch=GRUArchitecture(hidden_size=16, cell="lstm")),
+        "snail_heads": SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, context=T,
+                                   arch=SNAILArchitecture(filters=6, key_size=3, value_size=4, num_heads=3,
+                                                          blocks=("tc", "attn"))),
     }
 
 
@@ -50,7 +59,7 @@ def test_step_by_step_equals_whole_sequence(name):
     assert float(jnp.std(value, axis=0).mean()) > 1e-4
 
 
-@pytest.mark.parametrize("name", ["gru", "snail"])
+@pytest.mark.parametrize("name", ["gru", "snail", "lstm"])
 def test_windows_with_carry_equal_whole_sequence(name):
     model = _models()[name]
     params = model.init(jax.random.PRNGKey(1))
@@ -81,7 +90,7 @@ def test_snail_is_causal():
     assert float(jnp.max(jnp.abs(value3[t] - value[t]))) > 1e-4
 
 
-@pytest.mark.parametrize("name", ["gru", "snail"])
+@pytest.mark.parametrize("name", ["gru", "snail", "lstm", "snail_heads"])
 def test_jit_equals_no_jit(name):
     model = _models()[name]
     params = model.init(jax.random.PRNGKey(7))

@@ -96,7 +96,8 @@ class BlackBoxConfig:
 
 @dataclass(frozen=True)
 class RL2Config(GRUArchitecture, BlackBoxConfig):
-    """RL^2: PPO over trials with a GRU policy (the architecture fields are GRUArchitecture's)."""
+    """RL^2: PPO over trials with a recurrent policy, GRU or LSTM (`cell`; the architecture
+    fields are GRUArchitecture's)."""
 
     def __post_init__(self):
         BlackBoxConfig.__post_init__(self)
@@ -105,7 +106,8 @@ class RL2Config(GRUArchitecture, BlackBoxConfig):
 
 @dataclass(frozen=True)
 class SNAILConfig(SNAILArchitecture, BlackBoxConfig):
-    """SNAIL: PPO over trials with TC and attention blocks (fields of SNAILArchitecture)."""
+    """SNAIL: PPO over trials with TC and (single- or multi-head) attention blocks (fields of
+    SNAILArchitecture)."""
 
     def __post_init__(self):
         BlackBoxConfig.__post_init__(self)
@@ -334,7 +336,7 @@ def _black_box(name, config_cls, env, tasks, config, collector) -> Algorithm:
 
 def rl2(env: MetaEnv, tasks: TaskDistribution | None = None, config: RL2Config | None = None, *,
         collector: Collector | None = None) -> Algorithm:
-    """RL^2 (Duan et al. 2016): a GRU policy trained with PPO over trials.
+    """RL^2 (Duan et al. 2016): a GRU (or LSTM, `config.cell`) policy trained with PPO over trials.
 
     Args:
       env: a MetaEnv (discrete or Box actions).

@@ -18,12 +18,16 @@ diagonal Gaussian (continuous actions, with a learned state-independent log-std 
 distribution.
 
 * `GRUPolicy`: RL^2 (Duan et al. 2016, "RL^2: Fast Reinforcement Learning via Slow
-  Reinforcement Learning"): a GRU (Cho et al. 2014) with policy and value heads.
+  Reinforcement Learning"): a recurrent cell with policy and value heads, a GRU (Cho
+  et al. 2014; the paper's, the default) or an LSTM (Hochreiter & Schmidhuber 1997, with
+  the forget gate of Gers et al. 2000), chosen by `GRUArchitecture.cell`. The GRU's
+  carry is h [B, H], the LSTM's an `LSTMCarry(c, h)`.
 * `SNAILPolicy`: SNAIL (Mishra et al. 2018, "A Simple Neural Attentive Meta-Learner"):
   TC blocks (dense blocks of dilated causal convolutions) interleaved with causal
-  key-value attention blocks. Its carry is a fixed-size buffer of every layer's past
-  features (and the attention keys/values) plus the step counter, so step-by-step
-  acting never sees the future.
+  key-value attention blocks, each single-head (the paper's) or multi-head (Vaswani et
+  al. 2017, `SNAILArchitecture.num_heads`). Its carry is a fixed-size buffer of every
+  layer's past features (and the attention keys/values) plus the step counter, so
+  step-by-step acting never sees the future.
 """
 from __future__ import annotations
 
@@ -62,20 +66,27 @@ class _Heads(nn.Module):
 # --------------------------------------------------------------------------- architectures
 
 
+CELLS = ("gru", "lstm")
+
+
 @dataclass(frozen=True)
 class GRUArchitecture:
-    """RL^2's recurrent core: a GRU of `hidden_size` units (the paper used 256).
+    """RL^2's recurrent core: a `cell` of `hidden_size` units (the paper: GRU, 256).
 
-    `remat` recomputes the GRU gates in the backward pass: less memory traffic, faster
-    for small GRUs over many trials on a CPU (see `gru_sequence`); values are unchanged.
+    `cell` is "gru" (Cho et al. 2014, the RL^2 paper's) or "lstm" (Hochreiter &
+    Schmidhuber 1997 with a forget gate, Gers et al. 2000; forget-gate bias 1 at init).
+    `remat` recomputes the cell's gates in the backward pass: less memory traffic, faster
+    for small cells over many trials on a CPU (see `gru_sequence`); values are unchanged.
     """
 
     hidden_size: int = 256
     remat: bool = False
+    cell: str = "gru"
 
     def __post_init__(self):
         check_int("hidden_size", self.hidden_size, 1, 65_536)
         check_bool("remat", self.remat)
+        check_choice("cell", self.cell, CELLS)
 
 
 @dataclass(frozen=True)
@@ -83,12 +94,17 @@ class SNAILArchitecture:
     """SNAIL's blocks: TC blocks ("tc") and attention blocks ("attn") in the given order.
 
     The default is the paper's bandit architecture, TC(T, 32), TC(T, 32), attention(32, 32).
+    `num_heads` > 1 makes every attention block multi-head (Vaswani et al. 2017);
+    `key_size` and `value_size` are then the widths of one head, so an attention block
+    appends `num_heads * value_size` channels to the stream (8 heads of width 64: `num_heads=8,
+    key_size=64, value_size=64`). One head is the paper's block, unchanged.
     """
 
     blocks: tuple[str, ...] = ("tc", "tc", "attn")
     filters: int = 32
     key_size: int = 32
     value_size: int = 32
+    num_heads: int = 1
 
     def __post_init__(self):
         if not (isinstance(self.blocks, tuple) and self.blocks):
@@ -98,9 +114,15 @@ class SNAILArchitecture:
         check_int("filters", self.filters, 1, 4096)
         check_int("key_size", self.key_size, 1, 4096)
         check_int("value_size", self.value_size, 1, 4096)
+        check_int("num_heads", self.num_heads, 1, 1024)
+        for name in ("key_size", "value_size"):
+            width = self.num_heads * getattr(self, name)
+            if width > 65_536:
+                raise ConfigError(f"num_heads * {name} (the attention width over all heads) must be at most "
+                                  f"65536, got {self.num_heads} * {getattr(self, name)} = {width}", "num_heads")
 
 
-# --------------------------------------------------------------------------- GRU
+# --------------------------------------------------------------------------- GRU, LSTM
 
 
 def gru_cell(h, g, w_h, b_hn):
@@ -111,6 +133,50 @@ def gru_cell(h, g, w_h, b_hn):
     z = jax.nn.sigmoid(g[..., H : 2 * H] + g_h[..., H : 2 * H])
     n = jnp.tanh(g[..., 2 * H :] + r * (g_h[..., 2 * H :] + b_hn))
     return (1.0 - z) * n + z * h
+
+
+class LSTMCarry(NamedTuple):
+    """The LSTM's memory: cell state c and output h, each [B, H]."""
+
+    c: jax.Array
+    h: jax.Array
+
+
+def lstm_cell(carry: LSTMCarry, g, w_h) -> LSTMCarry:
+    """One LSTM step (Hochreiter & Schmidhuber 1997; forget gate of Gers et al. 2000).
+
+    carry: (c, h) each [B, H]; g: [B, 4H] input projection with its bias, gates in the
+    order input, forget, candidate, output. No peepholes:
+      i, f, o = sigmoid(.), c' = f * c + i * tanh(candidate), h' = o * tanh(c').
+    """
+    c, h = carry
+    H = h.shape[-1]
+    z = g + h @ w_h  # [B, 4H]
+    i = jax.nn.sigmoid(z[..., :H])
+    f = jax.nn.sigmoid(z[..., H : 2 * H])
+    c = f * c + i * jnp.tanh(z[..., 2 * H : 3 * H])
+    h = jax.nn.sigmoid(z[..., 3 * H :]) * jnp.tanh(c)
+    return LSTMCarry(c, h)
+
+
+def _recurrent_sequence(cell, heads: dict, carry, xs, remat: bool):
+    """`cell` (carry, x [B, D]) -> (carry, h [B, H]) over a time-major window, with the
+    policy/value `heads` applied to h at every step inside the scan (see `gru_sequence`).
+
+    Returns (carry, (policy_out [T, B, A], value [T, B])).
+    """
+
+    def dense(q, x):
+        return x @ q["kernel"] + q["bias"]
+
+    def body(carry, x):
+        carry, h = cell(carry, x)
+        return carry, (dense(heads["policy"], h), dense(heads["value"], h)[..., 0])
+
+    if xs.shape[0] == 1:  # acting: no loop
+        carry, out = body(carry, xs[0])
+        return carry, jax.tree.map(lambda a: a[None], out)
+    return lax.scan(jax.checkpoint(body, prevent_cse=False) if remat else body, carry, xs)
 
 
 def gru_sequence(p: dict, h, xs, remat: bool = False):
@@ -129,17 +195,33 @@ def gru_sequence(p: dict, h, xs, remat: bool = False):
     changes speed and memory, never values.
     """
 
-    def dense(q, x):
-        return x @ q["kernel"] + q["bias"]
-
     def cell(h, x):
         h = gru_cell(h, x @ p["w_i"] + p["b_i"], p["w_h"], p["b_hn"])
-        return h, (dense(p["heads"]["policy"], h), dense(p["heads"]["value"], h)[..., 0])
+        return h, h
 
-    if xs.shape[0] == 1:  # acting: no loop
-        h, out = cell(h, xs[0])
-        return h, jax.tree.map(lambda a: a[None], out)
-    return lax.scan(jax.checkpoint(cell, prevent_cse=False) if remat else cell, h, xs)
+    return _recurrent_sequence(cell, p["heads"], h, xs, remat)
+
+
+def lstm_sequence(p: dict, carry: LSTMCarry, xs, remat: bool = False):
+    """LSTM over a time-major window, built as `gru_sequence` (projection, cell and heads
+    inside the scan, optional `remat`), so the two cells' speeds compare like for like.
+
+    p: {"w_i" [D, 4H], "b_i" [4H], "w_h" [H, 4H], "heads": {...}}; carry: (c, h) each
+    [B, H]; xs: [T, B, D]. Returns (carry, (policy_out [T, B, A], value [T, B])).
+    """
+
+    def cell(carry, x):
+        carry = lstm_cell(carry, x @ p["w_i"] + p["b_i"], p["w_h"])
+        return carry, carry.h
+
+    return _recurrent_sequence(cell, p["heads"], carry, xs, remat)
+
+
+def _lstm_bias_init(key, shape, dtype=jnp.float32):
+    """Zeros, except 1 on the forget gate (the second quarter): remember by default
+    at the start of training (Gers et al. 2000; Jozefowicz et al. 2015)."""
+    H = shape[0] // 4
+    return jnp.zeros(shape, dtype).at[H : 2 * H].set(1.0)
 
 
 class GRUNet(nn.Module):
@@ -167,6 +249,31 @@ class GRUNet(nn.Module):
         return gru_sequence(p, h, xs, self.remat)
 
 
+class LSTMNet(nn.Module):
+    """Declares the LSTM and head parameters (named as the GRU's, with 4H gate columns
+    and no b_hn); the computation is `lstm_sequence`."""
+
+    hidden_size: int
+    num_outputs: int
+    continuous: bool = False
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, carry: LSTMCarry, xs):  # carry: (c, h) each [B, H]; xs: [T, B, D]
+        H = self.hidden_size
+        D = xs.shape[-1]
+        heads = _Heads(self.num_outputs, self.continuous, name="heads")
+        heads(carry.h)  # creates the head parameters at init (unused otherwise; XLA drops it)
+        dtype = default_float()
+        p = {
+            "w_i": self.param("w_i", nn.initializers.glorot_uniform(), (D, 4 * H), dtype),
+            "b_i": self.param("b_i", _lstm_bias_init, (4 * H,), dtype),
+            "w_h": self.param("w_h", nn.initializers.orthogonal(), (H, 4 * H), dtype),
+            "heads": heads.variables["params"],
+        }
+        return lstm_sequence(p, carry, xs, self.remat)
+
+
 # --------------------------------------------------------------------------- SNAIL
 
 
@@ -177,7 +284,8 @@ class SNAILCarry(NamedTuple):
     feats: [P + L, B, C] the stream (the input, then every layer's output channels) at
       each past step; P zero rows of left padding (the largest dilation) so causal
       convolutions read zeros before t = 0.
-    keys, values: tuples (one per attention block) of [L, B, K] / [L, B, V].
+    keys, values: tuples (one per attention block) of [L, B, h*K] / [L, B, h*V], the h
+      heads side by side on the last axis (head j in columns j*K..(j+1)*K-1).
     """
 
     t: jax.Array
@@ -187,11 +295,12 @@ class SNAILCarry(NamedTuple):
 
 
 def snail_layout(blocks: tuple[str, ...], context: int, input_dim: int, filters: int,
-                 key_size: int, value_size: int) -> list[tuple]:
+                 key_size: int, value_size: int, num_heads: int = 1) -> list[tuple]:
     """Static plan of SNAIL layers: ("dense", dilation, c_in) or ("attn", c_in).
 
     A TC block over a sequence of length `context` is ceil(log2 context) dense blocks
-    with dilations 1, 2, 4, ...; each layer appends its output channels to the stream.
+    with dilations 1, 2, 4, ...; each layer appends its output channels to the stream
+    (an attention block `num_heads * value_size`).
     """
     plan, c = [], input_dim
     for b in blocks:
@@ -201,8 +310,36 @@ def snail_layout(blocks: tuple[str, ...], context: int, input_dim: int, filters:
                 c += filters
         else:
             plan.append(("attn", c))
-            c += value_size
+            c += num_heads * value_size
     return plan
+
+
+def causal_attention(q, k, v, q_pos, num_heads: int = 1):
+    """Causal scaled dot-product attention (Vaswani et al. 2017) of a window's queries
+    over a trial's key/value buffer, all heads in one einsum.
+
+    Args:
+      q: [W, B, h*K] queries of the window's steps; k: [L, B, h*K] and v: [L, B, h*V]
+        the keys and values of every step of the trial so far (rows after the newest
+        step are never read); the h heads side by side on the last axis.
+      q_pos: [W] the trial step of each query; step t reads key steps 0..t.
+      num_heads: h.
+    Returns:
+      [W, B, h*V] the heads' reads, side by side (no output projection: SNAIL appends the
+      read to the stream, and every consumer of the stream is a linear map of it, which
+      would absorb one).
+    """
+    W, B = q.shape[:2]
+    L = k.shape[0]
+    K = q.shape[-1] // num_heads
+    if num_heads > 1:  # [.., h*K] -> [.., h, K]: a bitcast of the contiguous last axis
+        q, k, v = (a.reshape(a.shape[:2] + (num_heads, -1)) for a in (q, k, v))
+    h = "h" if num_heads > 1 else ""  # one head: exactly the paper's single-head program
+    logits = jnp.einsum(f"wb{h}k,lb{h}k->b{h}wl", q, k) / math.sqrt(K)  # [B, (h,) W, L]
+    mask = jnp.arange(L)[None, :] <= q_pos[:, None]  # [W, L] causal: key step <= query step
+    logits = jnp.where(mask, logits, -1e30)
+    out = jnp.einsum(f"b{h}wl,lb{h}v->wb{h}v", jax.nn.softmax(logits, axis=-1), v)  # [W, B, (h,) V]
+    return out.reshape(W, B, -1)
 
 
 class SNAILNet(nn.Module):
@@ -215,11 +352,13 @@ class SNAILNet(nn.Module):
     value_size: int
     num_outputs: int
     continuous: bool = False
+    num_heads: int = 1  # key_size and value_size are per head
 
     @nn.compact
     def __call__(self, carry: SNAILCarry, xs):  # xs: [W, B, D]
         W, B, D = xs.shape
-        plan = snail_layout(self.blocks, self.context, D, self.filters, self.key_size, self.value_size)
+        nh = self.num_heads
+        plan = snail_layout(self.blocks, self.context, D, self.filters, self.key_size, self.value_size, nh)
         pad = max([p[1] for p in plan if p[0] == "dense"], default=0)
         t, old = carry.t, carry.feats  # old: [P + L, B, C] the stream before this window
         keys, values = list(carry.keys), list(carry.values)
@@ -241,7 +380,6 @@ class SNAILNet(nn.Module):
         # make the backward pass materialise a buffer-sized cotangent for every read.
         pieces = [xs.astype(old.dtype)]
         a = 0
-        pos = jnp.arange(self.context)  # [L]
         dtype = default_float()
         q_pos = t + jnp.arange(W)  # [W]
         for i, layer in enumerate(plan):
@@ -255,16 +393,14 @@ class SNAILNet(nn.Module):
                 y = back(x, d) @ w[:c] + x @ w[c:] + b  # [W, B, 2F]
                 out = jnp.tanh(y[..., : self.filters]) * jax.nn.sigmoid(y[..., self.filters :])  # [W, B, F]
             else:
-                wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, self.key_size), dtype)
-                wk = self.param(f"attn{i}_k", nn.initializers.glorot_uniform(), (c, self.key_size), dtype)
-                wv = self.param(f"attn{i}_v", nn.initializers.glorot_uniform(), (c, self.value_size), dtype)
-                q = x @ wq  # [W, B, K]
-                keys[a] = write(keys[a], x @ wk, t)
-                values[a] = write(values[a], x @ wv, t)
-                logits = jnp.einsum("wbk,lbk->bwl", q, keys[a]) / math.sqrt(self.key_size)  # [B, W, L]
-                mask = pos[None, :] <= q_pos[:, None]  # [W, L] causal: key step <= query step
-                logits = jnp.where(mask, logits, -1e30)
-                out = jnp.einsum("bwl,lbv->wbv", jax.nn.softmax(logits, axis=-1), values[a])  # [W, B, V]
+                # the heads' projections side by side: [c, h*K] ([c, K] for one head, as in the paper)
+                wq = self.param(f"attn{i}_q", nn.initializers.glorot_uniform(), (c, nh * self.key_size), dtype)
+                wk = self.param(f"attn{i}_k", nn.initializers.glorot_uniform(), (c, nh * self.key_size), dtype)
+                wv = self.param(f"attn{i}_v", nn.initializers.glorot_uniform(), (c, nh * self.value_size), dtype)
+                q = x @ wq  # [W, B, h*K] (before k and v: the order of x's uses fixes its gradient's sum order)
+                keys[a] = write(keys[a], x @ wk, t)  # [L, B, h*K]
+                values[a] = write(values[a], x @ wv, t)  # [L, B, h*V]
+                out = causal_attention(q, keys[a], values[a], q_pos, nh)  # [W, B, h*V]
                 a += 1
             pieces.append(out.astype(old.dtype))
         stream = jnp.concatenate(pieces, axis=-1)  # [W, B, C]
@@ -316,7 +452,8 @@ class _SequencePolicy:
 
 @dataclass(frozen=True)
 class GRUPolicy(_SequencePolicy):
-    """RL^2's recurrent policy: GRU(arch.hidden_size) -> policy and value heads."""
+    """RL^2's recurrent policy: a GRU (default) or LSTM (`arch.cell`) of
+    `arch.hidden_size` units -> policy and value heads."""
 
     arch: GRUArchitecture = GRUArchitecture()
 
@@ -325,10 +462,13 @@ class GRUPolicy(_SequencePolicy):
         check_int("num_outputs", self.num_outputs, 1, 1_000_000)
 
     def _net(self):
-        return GRUNet(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat)
+        net = LSTMNet if self.arch.cell == "lstm" else GRUNet
+        return net(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat)
 
     def initial_carry(self, batch_size: int, dtype=None):
-        return jnp.zeros((batch_size, self.arch.hidden_size), dtype or default_float())  # [B, H]
+        """h [B, H] (GRU) or `LSTMCarry(c, h)` of [B, H] each (LSTM), zeros."""
+        h = jnp.zeros((batch_size, self.arch.hidden_size), dtype or default_float())  # [B, H]
+        return LSTMCarry(h, h) if self.arch.cell == "lstm" else h
 
 
 @dataclass(frozen=True)
@@ -344,12 +484,13 @@ class SNAILPolicy(_SequencePolicy):
     def _net(self):
         a = self.arch
         return SNAILNet(a.blocks, self.context, a.filters, a.key_size, a.value_size, self.num_outputs,
-                        self.continuous)
+                        self.continuous, a.num_heads)
 
     @property
     def layout(self) -> list[tuple]:
         a = self.arch
-        return snail_layout(a.blocks, self.context, self.input_dim, a.filters, a.key_size, a.value_size)
+        return snail_layout(a.blocks, self.context, self.input_dim, a.filters, a.key_size, a.value_size,
+                            a.num_heads)
 
     def initial_carry(self, batch_size: int, dtype=None) -> SNAILCarry:
         dtype = dtype or default_float()
@@ -359,10 +500,11 @@ class SNAILPolicy(_SequencePolicy):
         num_attn = sum(p[0] == "attn" for p in plan)
         L = self.context
         # The stream buffer holds the input and every layer's output channels.
-        total = self.input_dim + sum(a.filters if p[0] == "dense" else a.value_size for p in plan)
+        nh = a.num_heads
+        total = self.input_dim + sum(a.filters if p[0] == "dense" else nh * a.value_size for p in plan)
         return SNAILCarry(
             t=jnp.zeros((), jnp.int32),
             feats=jnp.zeros((pad + L, batch_size, total), dtype),
-            keys=tuple(jnp.zeros((L, batch_size, a.key_size), dtype) for _ in range(num_attn)),
-            values=tuple(jnp.zeros((L, batch_size, a.value_size), dtype) for _ in range(num_attn)),
+            keys=tuple(jnp.zeros((L, batch_size, nh * a.key_size), dtype) for _ in range(num_attn)),
+            values=tuple(jnp.zeros((L, batch_size, nh * a.value_size), dtype) for _ in range(num_attn)),
         )
