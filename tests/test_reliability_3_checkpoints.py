@@ -74,3 +74,22 @@ def test_manifest_detects_a_changed_file_that_orbax_would_read_silently(finished
     meta.write_bytes(meta.read_bytes().replace(b'"seed"', b'"seeD"'))
     reason = ckpt.check_manifest(step)
     assert reason is not None and "changed since it was written" in reason
+
+
+def test_a_config_field_added_after_the_checkpoint_matches_at_its_default():
+    """A run saved before a config field existed resumes when the field is at its default
+    (the value the older code ran with), and only then."""
+    from jaxmeta.algorithms.black_box import RL2Config
+    from jaxmeta.driver.checkpoint import _differences
+    from jaxmeta.driver.settings import RunSettings
+
+    s = RunSettings("rl2", "bandit", {}, RL2Config(hidden_size=8))
+    want, defaults = s.identity(), s.identity_defaults()
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in want.items()}
+    del old["config"]["cell"]  # written by a version without the field
+    assert [d for k, v in want.items() for d in _differences(old.get(k), v, k, defaults.get(k))] == []
+    lstm = RunSettings("rl2", "bandit", {}, RL2Config(hidden_size=8, cell="lstm"))
+    diffs = [d for k, v in lstm.identity().items() for d in _differences(old.get(k), v, k, defaults.get(k))]
+    assert diffs == ["config.cell is missing in the checkpoint (here 'lstm')"]
+    # without defaults the check stays exact
+    assert _differences(old["config"], want["config"], "config") == ["config.cell is missing in the checkpoint (here 'gru')"]

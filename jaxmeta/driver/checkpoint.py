@@ -255,22 +255,30 @@ class Restored(NamedTuple):
     skipped: list[tuple[int, str]]  # newer checkpoints that did not restore, and why
 
 
-def _differences(got, want, prefix: str) -> list[str]:
-    """'a.b is X in the checkpoint but Y here' for every differing leaf of two JSON values."""
+def _differences(got, want, prefix: str, defaults=None) -> list[str]:
+    """'a.b is X in the checkpoint but Y here' for every differing leaf of two JSON values.
+
+    A field missing in the checkpoint matches when `defaults` (the same nesting) holds it
+    with the value here: a field added to a config after the run was saved, left at its
+    default, which is what the old code did."""
     if isinstance(got, dict) and isinstance(want, dict):
         out = []
+        defaults = defaults if isinstance(defaults, dict) else {}
         for k in list(want) + [k for k in got if k not in want]:
+            if k not in got and k in defaults and defaults[k] == want[k]:
+                continue
             if k not in got:
                 out.append(f"{prefix}.{k} is missing in the checkpoint (here {want[k]!r})")
             elif k not in want:
                 out.append(f"{prefix}.{k} is {got[k]!r} in the checkpoint but not a field here")
             else:
-                out += _differences(got[k], want[k], f"{prefix}.{k}")
+                out += _differences(got[k], want[k], f"{prefix}.{k}", defaults.get(k))
         return out
     return [] if got == want else [f"{prefix} is {got!r} in the checkpoint but {want!r} here"]
 
 
-def restore(run_dir, target, expect: dict[str, Any], sharding=None, step: int | None = None) -> Restored:
+def restore(run_dir, target, expect: dict[str, Any], sharding=None, step: int | None = None,
+            defaults: dict[str, Any] | None = None) -> Restored:
     """The newest checkpoint of `run_dir` that restores, checked against `target` and `expect`.
 
     Args:
@@ -280,6 +288,8 @@ def restore(run_dir, target, expect: dict[str, Any], sharding=None, step: int | 
       expect: meta fields that must match exactly (algorithm, env, config, seeds, ...).
       sharding: sharding of the restored arrays (default: orbax's, one device).
       step: restore this iteration only (default: the newest that restores).
+      defaults: values of `expect`'s fields that a checkpoint written before they existed
+        is taken to have (`RunSettings.identity_defaults`).
     Returns:
       Restored(tree, meta, iteration, skipped): corrupt newer checkpoints are skipped.
     Raises:
@@ -320,7 +330,8 @@ def restore(run_dir, target, expect: dict[str, Any], sharding=None, step: int | 
             if not isinstance(meta, dict) or "signature" not in meta:
                 skipped.append((it, "corrupt: its metadata has no signature"))
                 continue
-            diffs = [d for k, v in expect.items() for d in _differences(meta.get(k), v, k)]
+            defaults = defaults or {}
+            diffs = [d for k, v in expect.items() for d in _differences(meta.get(k), v, k, defaults.get(k))]
             if diffs:
                 raise CheckpointError(f"checkpoint {where} does not match this run: {'; '.join(diffs[:4])}"
                                       + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""))

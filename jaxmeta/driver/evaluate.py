@@ -91,7 +91,8 @@ def evaluate_run(run_dir, *, num_tasks: int | None = None, steps: int | None = N
     with parallel.use_mesh(mesh):
         state0 = program.init(keys.init)
     restored = ckpt.restore(folder.path, {"state": state0, "k_train": keys.train}, settings.identity(),
-                            sharding=parallel.replicated(mesh), step=iteration)
+                            sharding=parallel.replicated(mesh), step=iteration,
+                            defaults=settings.identity_defaults())
     if restored.iteration != iteration:
         raise ckpt.CheckpointError(f"checkpoint {iteration} of {folder.path} does not restore "
                                    f"({'; '.join(f'{s}: {r}' for s, r in restored.skipped)})")

@@ -230,7 +230,7 @@ def _train(settings, folder, resume, stop, progress, log, mesh, callback, logger
     if resume:  # everything is checked before anything in the folder is written
         if ckpt.steps(folder.path):
             restored = ckpt.restore(folder.path, {"state": state0, "k_train": keys.train}, expect,
-                                    sharding=parallel.replicated(mesh))
+                                    sharding=parallel.replicated(mesh), defaults=settings.identity_defaults())
             state, start, history = _check_restored(restored, folder, settings, keys)
             for it, why in restored.skipped:
                 log(f"checkpoint {it} of {folder.path} is {why}; it will be kept in "

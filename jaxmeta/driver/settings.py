@@ -137,6 +137,12 @@ class RunSettings:
         """The JSON values of the fields a checkpoint must match (see IDENTITY)."""
         return {k: canonical(getattr(self, k)) for k in IDENTITY}
 
+    def identity_defaults(self) -> dict:
+        """{"config": {field: default}}: what a checkpoint saved before a config field
+        existed is taken to hold (the field's default, which the older code used)."""
+        fields = [f for f in dataclasses.fields(self.config) if f.init and f.default is not dataclasses.MISSING]
+        return {"config": {f.name: canonical(f.default) for f in fields}}
+
     @classmethod
     def from_json(cls, values: dict) -> RunSettings:
         """Settings from `to_json`'s form (config.json of a run)."""
