@@ -300,8 +300,10 @@ def test_tuning_never_sees_the_evaluation_tasks():
     env = BernoulliBandit(num_arms=3)
     eval_tasks = env.task_distribution().held_out_batch(jax.random.PRNGKey(0), 1000)  # the learners' eval_tasks
     spy = _Spy(env.task_distribution())
-    out = ev.baselines(env, eval_tasks, jax.random.PRNGKey(1), 5, task_distribution=spy, num_tune_tasks=200)
-    assert list(out) == ["Random", "Gittins", "TS", "OTS", "UCB1", "eps-Greedy", "Greedy"]
+    # what `baselines(env, eval_tasks, key, n, task_distribution=...)` runs first (the final
+    # tables' call, end to end in test_black_box.py): it is given no evaluation tasks at all
+    tuned = ev.tuned_constants(env, 5, spy, num_tasks=200)
+    assert set(tuned) == set(ev.BANDIT_GRIDS) and all(np.isclose(tuned[s], ev.BANDIT_GRIDS[s]).any() for s in tuned)
     assert len(spy.batches) == len(ev.BANDIT_GRIDS)  # everything tuning saw: one batch per tuned strategy
     seen = np.concatenate(spy.batches)
     ev_rows = {tuple(r) for r in np.asarray(eval_tasks.probs).tolist()}
