@@ -331,7 +331,7 @@ def cmd_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         if value is not None and not low <= value <= 10_000_000:
             parser.error(f"argument {flag}: must be an integer in [{low}, 10000000], got {value}")
     _check_distributed(args, parser)
-    _choose_cpu_devices(settings, args)
+    _choose_cpu_devices(settings, args.num_processes)
     print(f"resuming {folder.path}")
     return _run_guarded(lambda: driver.resume(folder.path, num_batches=args.num_batches,
                                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
@@ -373,7 +373,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except driver.RunFolderError as e:
         parser.error(f"argument --name: {e}")
     _check_distributed(args, parser)
-    _choose_cpu_devices(settings, args)
+    _choose_cpu_devices(settings, args.num_processes)
     if args.num_processes > 1:  # every process must agree on the folder: no -2 suffixes
         run_dir = Path(args.out) / name
         if args.process_id == 0 and run_dir.exists():
@@ -404,13 +404,13 @@ def _cpu_only() -> bool:
     return not any(importlib.util.find_spec(m) for m in ACCELERATOR_PLUGINS)
 
 
-def _choose_cpu_devices(settings, args) -> None:
+def _choose_cpu_devices(settings, num_processes: int = 1) -> None:
     """The CPU layout: on a CPU-only machine, give XLA as many host devices as the
     algorithm's measured layout asks (`AlgorithmSpec.cpu_devices`; MAML: one per task of
     the meta-batch, whose work XLA then runs concurrently in cache-sized pieces), unless
     XLA_FLAGS already says how many. The library itself never sets XLA flags."""
     spec = settings.spec
-    if spec.cpu_devices is None or settings.host or args.num_processes > 1:
+    if spec.cpu_devices is None or settings.host or num_processes > 1:
         return
     _force_host_devices(int(spec.cpu_devices(settings.config)))
 
@@ -445,10 +445,7 @@ def cmd_reproduce(args, parser) -> int:
         table, cells = reproduce.select_cells(args.table, args.cells)
     except ConfigError as e:
         parser.error(f"argument --cells: {e}")
-    settings = driver.settings.merge_settings(driver.settings.read_settings_file(cells[0].config), None, None, {}, {},
-                                              {})
-    if settings.spec.cpu_devices is not None and not settings.host:
-        _force_host_devices(int(settings.spec.cpu_devices(settings.config)))
+    _choose_cpu_devices(reproduce.cell_settings(cells[0]))
     return _run_guarded(lambda: reproduce.reproduce(args.table, args.out, args.cells, args.quick,
                                                     progress=not args.no_progress))
 

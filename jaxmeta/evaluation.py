@@ -272,9 +272,8 @@ def bandit_trial(env: BernoulliBandit, strategy: str, task: BanditTask, key: PRN
 
 def bandit_baseline(env: BernoulliBandit, tasks: BanditTask, key: PRNGKey, num_episodes: int,
                     strategy: str, param=None, gittins: GittinsTable | None = None) -> AdaptationCurve:
-    """A classic bandit strategy on a batch of tasks (one trial each)."""
-    if strategy == "gittins" and gittins is None:
-        gittins = gittins_table(num_episodes * env.horizon, dtype=tasks.probs.dtype)
+    """A classic bandit strategy on a batch of tasks (one trial each; `bandit_trial` builds
+    a missing Gittins table once, when the vmapped trial is traced)."""
     keys = jax.random.split(key, tasks.probs.shape[0])
     per_task = jax.vmap(lambda t, k: bandit_trial(env, strategy, t, k, num_episodes, param, gittins))(tasks, keys)
     return _curve(per_task)

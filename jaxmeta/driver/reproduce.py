@@ -94,6 +94,16 @@ def _verdict(measured: float, paper: float | None, margin: float, two_sided: boo
     return "above" if two_sided and measured > paper + margin * abs(paper) else "met"
 
 
+def judge(row: dict) -> dict:
+    """`row` with the verdicts of its agent and baselines set from its numbers (a
+    --quick row is a smoke test, never judged)."""
+    quick = row.get("quick", False)
+    row["verdict"] = "smoke test (--quick)" if quick else _verdict(row["measured"], row["paper"], AGENT_MARGIN)
+    for b in row["baselines"].values():
+        b["verdict"] = "smoke test (--quick)" if quick else _verdict(b["measured"], b["paper"], BASELINE_MARGIN, True)
+    return row
+
+
 def select_cells(table: str, cells: str | None) -> tuple[Table, tuple[Cell, ...]]:
     """The table and its cells named by `cells` ("n10-k5,n100-k5"; None: all)."""
     if table not in TABLES:
@@ -110,7 +120,8 @@ def select_cells(table: str, cells: str | None) -> tuple[Table, tuple[Cell, ...]
     return t, tuple(by_name[c] for c in names)
 
 
-def _settings(cell: Cell, quick: dict | None):
+def cell_settings(cell: Cell, quick: dict | None = None):
+    """The RunSettings of a cell: its shipped config, with `quick`'s overrides for --quick."""
     if cell.config not in shipped_configs():
         raise ConfigError(f"cell {cell.name} needs the shipped config {cell.config!r}, which is missing", "cells")
     values = read_settings_file(cell.config)
@@ -145,15 +156,11 @@ def reproduce(table: str, out: str | Path = "runs", cells: str | None = None, qu
         run_dir = root / cell.name
         done = _row_json(run_dir)
         if done is not None:
-            if not done.get("quick"):  # verdicts from the numbers, as this version judges them
-                done["verdict"] = _verdict(done["measured"], done["paper"], AGENT_MARGIN)
-                for b in done["baselines"].values():
-                    b["verdict"] = _verdict(b["measured"], b["paper"], BASELINE_MARGIN, True)
+            rows.append(judge(done))  # verdicts from the numbers, as this version judges them
             log(f"{cell.name}: done before ({run_dir}), measured {done['measured']:.2f}")
-            rows.append(done)
-            _write_table(root, table, rows)
+            _write_table(root, table, rows, paper)
             continue
-        settings = _settings(cell, t.quick if quick else None)
+        settings = cell_settings(cell, t.quick if quick else None)
         resume = RunFolder(run_dir, write=False).has_run()
         log(f"{cell.name}: {'resuming' if resume else 'training'} {cell.config} ({settings.num_batches} "
             f"meta-iterations) -> {run_dir}")
@@ -166,15 +173,12 @@ def reproduce(table: str, out: str | Path = "runs", cells: str | None = None, qu
         if paper is not None:
             for name, curve in result.curves.items():
                 if name in paper.columns and name != t.agent_column:
-                    m, p = float(curve.returns.sum()), paper.value(name, **cell.setting)
-                    base[name] = {"measured": m, "paper": p,
-                                  "verdict": "smoke test (--quick)" if quick else _verdict(m, p, BASELINE_MARGIN, True)}
-        row = {"cell": cell.name, "config": cell.config, "measured": measured, "paper": ref,
-               "verdict": "smoke test (--quick)" if quick else _verdict(measured, ref, AGENT_MARGIN), "wall_s": wall, "run_dir": str(run_dir),
-               "num_batches": settings.num_batches, "quick": quick, "baselines": base}
+                    base[name] = {"measured": float(curve.returns.sum()), "paper": paper.value(name, **cell.setting)}
+        row = judge({"cell": cell.name, "config": cell.config, "measured": measured, "paper": ref, "wall_s": wall,
+                     "run_dir": str(run_dir), "num_batches": settings.num_batches, "quick": quick, "baselines": base})
         write_atomic(run_dir / "cell.json", json.dumps(row, indent=1))
         rows.append(row)
-        _write_table(root, table, rows)
+        _write_table(root, table, rows, paper)
         log(f"{cell.name}: measured {measured:.2f}, paper {_fmt(ref)}: {row['verdict']} ({wall:.0f} s)")
     log(format_rows(table, rows, paper))
     log(f"results in {root}")
@@ -201,8 +205,6 @@ def format_rows(table: str, rows: list[dict], paper=None) -> str:
     return text
 
 
-def _write_table(root: Path, table: str, rows: list[dict]) -> None:
-    t = TABLES[table]
-    paper = paper_values(t.paper_table) if t.paper_table else None
+def _write_table(root: Path, table: str, rows: list[dict], paper) -> None:
     write_atomic(root / "table.txt", format_rows(table, rows, paper) + "\n")
     write_atomic(root / "table.json", json.dumps(rows, indent=1))
