@@ -65,6 +65,23 @@ def run_jaxmeta(args, env, timeout=300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(jaxmeta_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def central_differences(loss, x, num: int, seed: int, eps: float = 1e-6):
+    """Directional central differences of `loss` at the flat float64 vector `x`: (ds, fds)
+    for `num` random unit directions d (keys PRNGKey(seed + i)), fd = (loss(x + eps d) -
+    loss(x - eps d)) / (2 eps)."""
+    import jax
+    import jax.numpy as jnp
+
+    ds = [jax.random.normal(jax.random.PRNGKey(seed + i), x.shape, jnp.float64) for i in range(num)]
+    ds = [d / jnp.linalg.norm(d) for d in ds]
+    return ds, [float(loss(x + eps * d) - loss(x - eps * d)) / (2 * eps) for d in ds]
+
+
+def relative_errors(grad, ds, fds) -> list[float]:
+    """|grad . d - fd| / |fd| per direction (`central_differences`'s)."""
+    return [abs(float(grad @ d) - fd) / max(abs(fd), 1e-12) for d, fd in zip(ds, fds)]
+
+
 def one_line_error(err: str) -> str:
     """The error output must be exactly one line and no traceback; returns it."""
     lines = [line for line in err.strip().splitlines() if line.strip()]
