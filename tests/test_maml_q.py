@@ -90,6 +90,29 @@ def test_meta_gradient_through_q_learning_matches_central_finite_differences(q_n
             assert rel(jax.jit(jax.grad(lambda f: fo.outer_loss(unravel(f), batch)))(flat)) > 1e-3
 
 
+@pytest.mark.parametrize("q_network,observation", [("mlp", "local"), ("tabular", "cell")])
+def test_one_pass_td_gradient_is_the_td_loss_gradient_and_so_is_its_derivative(q_network, observation):
+    """`td_grad` (one network pass) is grad_q td_loss(q, traj, target = p) at q = p, and the
+    same function of p: its directional derivative (what the meta-gradient uses) agrees too.
+    In float64, which the local (receptive-field) observation must also run in."""
+    with jax.enable_x64(True):
+        env = GeneratedMaze(rows=3, cols=3, horizon=30, placement="random", observation=observation)
+        m = build(env, q_network=q_network, hidden_sizes=(8,), activation="tanh", init_scale=0.5, n_step=3,
+                  exploration="boltzmann", temperature=1.0)
+        params = to64(m.qnet.init(jax.random.PRNGKey(0)))
+        traj = JaxCollector(env).episodes(m.act, params, m.tasks.sample_batch(jax.random.PRNGKey(0), 1),
+                                          jax.random.split(jax.random.PRNGKey(2), 1), 4)
+        traj = jax.tree.map(lambda x: x[0], traj)  # [T, E, ...]
+        assert traj.obs.dtype == jnp.float64 and 0 < float(jnp.sum(traj.reward)) < 4, "some episodes reach the goal"
+        two_pass = lambda p: jax.grad(m.td_loss)(p, traj, p)
+        direction = jax.tree.map(lambda x: jax.random.normal(jax.random.PRNGKey(3), x.shape, x.dtype), params)
+        (g1, d1), (g2, d2) = (jax.jvp(f, (params,), (direction,)) for f in (two_pass, lambda p: m.td_grad(p, traj)))
+        for a, b in ((g1, g2), (d1, d2)):
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+                assert float(jnp.max(jnp.abs(x))) > 1e-6
+                np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-13)
+
+
 def test_inner_update_is_q_learning_on_a_table():
     """Over one-hot cells a gradient step is the tabular Q-learning update of the visited entries."""
     m = build(num_minibatches=1, n_step=1, gamma=0.9, inner_lr=0.5)

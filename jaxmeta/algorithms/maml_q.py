@@ -270,6 +270,29 @@ class MAMLQ:
         y_t = jax.vmap(n_step_returns, in_axes=(1, 1, 1, None), out_axes=1)(r_t, discount_t, v_tp1, c.n_step)
         return 0.5 * jnp.sum(traj.valid[:-1] * (q_sa - y_t) ** 2) / traj.valid.shape[1]
 
+    def td_grad(self, params: Params, traj: Trajectory) -> Params:
+        """grad_q td_loss(q, traj, target_params=params) at q = params, from one forward pass.
+
+        The same function of `params` as `jax.grad(self.td_loss)(params, traj, params)`
+        (so its outer derivative is the same too), computed with one pass of the network
+        over the episodes instead of two: the Q-values of every observation serve both as
+        the predictions (steps 0..T-2) and, through the max, as the targets' bootstrap
+        values (steps 1..T-1), and the gradient is the pullback of dloss/dQ(s_t, a_t) =
+        valid_t (Q(s_t, a_t) - y_t) / E. `traj` leaves are [T, E, ...].
+        """
+        c = self.config
+        q_all, pullback = jax.vjp(lambda p: self.qnet.apply(p, traj.obs), params)  # [T, E, A]
+        action = traj.action[:-1].astype(jnp.int32)
+        q_sa = jnp.take_along_axis(q_all[:-1], action[..., None], axis=-1)[..., 0]  # [T-1, E]
+        v_tp1 = jnp.max(q_all[1:], axis=-1)
+        discount_t = c.gamma * traj.valid[1:].astype(v_tp1.dtype)
+        r_t = traj.reward[:-1].astype(v_tp1.dtype)
+        y_t = jax.vmap(n_step_returns, in_axes=(1, 1, 1, None), out_axes=1)(r_t, discount_t, v_tp1, c.n_step)
+        delta = traj.valid[:-1] * (q_sa - y_t) / traj.valid.shape[1]
+        cot = jax.nn.one_hot(action, q_all.shape[-1], dtype=q_all.dtype) * delta[..., None]
+        cot = jnp.concatenate([cot, jnp.zeros_like(q_all[-1:])], axis=0)  # the last step is no prediction
+        return pullback(cot)[0]
+
     def q_update(self, params: Params, lr: Params, traj: Trajectory, first_order: bool) -> Params:
         """One Q-learning update: a gradient step on each minibatch of the episodes in turn.
 
@@ -280,7 +303,7 @@ class MAMLQ:
         nmb = self.config.num_minibatches
 
         def sgd(p, mb):
-            g = jax.grad(self.td_loss)(p, mb, p)
+            g = self.td_grad(p, mb)
             if first_order:
                 g = lax.stop_gradient(g)
             return jax.tree.map(lambda x, a, gx: x - a * gx, p, lr, g), None

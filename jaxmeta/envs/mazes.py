@@ -249,7 +249,8 @@ class GeneratedMaze:
             return jnp.concatenate([walls.reshape(-1), agent.reshape(-1), goal.reshape(-1)])
         h = self.rf_size // 2  # "local": the window centred on the agent's pixel
         planes = jnp.stack([jnp.pad(walls, h, constant_values=1.0), jnp.pad(goal, h)])  # [2, H+2h, W+2h]
-        window = lax.dynamic_slice(planes, (0, 2 * pos[0] + 1, 2 * pos[1] + 1), (2, self.rf_size, self.rf_size))
+        zero = jnp.zeros((), pos.dtype)  # one index dtype, whatever the x64 setting
+        window = lax.dynamic_slice(planes, (zero, 2 * pos[0] + 1, 2 * pos[1] + 1), (2, self.rf_size, self.rf_size))
         return window.reshape(-1)
 
     def reset(self, key, task: MazeGenTask):

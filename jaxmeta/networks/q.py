@@ -46,11 +46,15 @@ class QNetwork:
 
     def apply(self, params, obs: jax.Array) -> jax.Array:
         """Q-values [..., A] of observations [..., D] (in the params' dtype)."""
-        if self.kind == "tabular":
-            table = params["table"]
-            return obs.astype(table.dtype) @ table
+        # rows as one 2-D matrix: XLA's CPU dot is over twice as fast on [N, D] as on
+        # [T, E, D] once vmapped over tasks (a batch dimension beside two free ones)
         dtype = jax.tree.leaves(params)[0].dtype
-        return MLP(self.hidden_sizes, self.num_actions, self.activation).apply({"params": params}, obs.astype(dtype))
+        flat = obs.reshape((-1, obs.shape[-1])).astype(dtype)
+        if self.kind == "tabular":
+            q = flat @ params["table"]
+        else:
+            q = MLP(self.hidden_sizes, self.num_actions, self.activation).apply({"params": params}, flat)
+        return q.reshape(obs.shape[:-1] + (self.num_actions,))
 
 
 def boltzmann_log_probs(q: jax.Array, temperature: float) -> jax.Array:
