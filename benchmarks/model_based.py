@@ -45,6 +45,7 @@ from jaxmeta import envs  # noqa: E402
 from jaxmeta.algorithms.grbal import GrBAL, GrBALConfig, MPCParams  # noqa: E402
 from jaxmeta.algorithms.maml import MAML, MAMLConfig  # noqa: E402
 from jaxmeta.algorithms.mbmpo import MBMPO, MBMPOConfig, without_meta_learning  # noqa: E402
+from jaxmeta.envs.base import TaskDistribution  # noqa: E402
 from jaxmeta.models import cem, member, random_shooting  # noqa: E402
 
 
@@ -61,9 +62,9 @@ def _first_crossings(curve, thresholds):
     return {str(t): next((steps for steps, post in curve if post >= t), None) for t in thresholds}
 
 
-def run_maml(env, args):
-    config = MAMLConfig(num_eval_tasks=args.eval_tasks)
-    m = MAML(env, env.task_distribution(), config)
+def run_maml(env, tasks, args):
+    config = MAMLConfig(num_eval_tasks=args.eval_tasks, num_episodes=args.maml_episodes)
+    m = MAML(env, tasks, config)
     state = m.init(jax.random.PRNGKey(args.seed))
     sample, update, evaluate = jax.jit(m.sample), jax.jit(m.update), jax.jit(m.evaluate)
     steps, t0, history = 0, time.perf_counter(), []
@@ -74,7 +75,7 @@ def run_maml(env, args):
         if it % args.maml_eval_every == 0 or it == args.maml_iterations:
             curve = evaluate(state, jax.random.PRNGKey(10_000 + it))
             post = float(curve.returns[-1])
-            emit({"benchmark": "model_based", "part": "mbmpo", "method": "maml_trpo", "iteration": it,
+            emit({"benchmark": "model_based", "part": "mbmpo", "env": args.mbmpo_env, "method": "maml_trpo", "iteration": it,
                   "real_steps": steps, "post_return": post, "pre_return": float(curve.returns[0]),
                   "wall_s": time.perf_counter() - t0})
             history.append((steps, post))
@@ -83,9 +84,9 @@ def run_maml(env, args):
     return history
 
 
-def run_mbmpo(env, args, baseline: bool = False):
+def run_mbmpo(env, task_form, args, baseline: bool = False):
     config = MBMPOConfig(
-        task_form="distribution", ensemble_size=args.ensemble_size, model_hidden_sizes=args.model_hidden_sizes,
+        task_form=task_form, ensemble_size=args.ensemble_size, model_hidden_sizes=args.model_hidden_sizes,
         policy_steps=args.policy_steps, num_episodes=args.imagined_episodes, monitor_episodes=0,
         num_eval_tasks=args.eval_tasks, buffer_episodes=args.buffer_episodes, model_max_epochs=args.model_epochs,
     )
@@ -107,7 +108,7 @@ def run_mbmpo(env, args, baseline: bool = False):
         times.append(time.perf_counter() - t1)
         curve = evaluate(state, jax.random.PRNGKey(10_000 + it))
         post = float(curve.returns[-1])
-        emit({"benchmark": "model_based", "part": "mbmpo", "method": method, "iteration": it,
+        emit({"benchmark": "model_based", "part": "mbmpo", "env": args.mbmpo_env, "method": method, "iteration": it,
               "real_steps": int(met["real_steps"]), "post_return": post, "pre_return": float(curve.returns[0]),
               "model_val_loss": float(met["model_val_loss"]), "imagined_post_return": float(met["imagined_post_return"]),
               "s_per_iteration": times[-1], "compile_s": compile_s})
@@ -117,14 +118,34 @@ def run_mbmpo(env, args, baseline: bool = False):
     return history, times
 
 
+def _mbmpo_problem(args):
+    """(env, MB-MPO's task form, MAML-TRPO's task distribution) of `--mbmpo-env`.
+
+    navigation2d: the task-distribution form (tasks are goals). halfcheetah_dynamics /
+    ant_dynamics: the paper's own setting, one locomotion MDP (the nominal, unperturbed
+    system, running forward) whose MB-MPO tasks are the ensemble members; MAML-TRPO
+    model-free meta-trains on the same single MDP (every task is the nominal one), so
+    both are judged by the same real return after one inner step.
+    """
+    if args.mbmpo_env == "navigation2d":
+        env = envs.Navigation2D()
+        return env, "distribution", env.task_distribution()
+    kw = {"backend": args.backend}
+    if args.mbmpo_horizon:
+        kw["horizon"] = args.mbmpo_horizon
+    env = envs.make(args.mbmpo_env, **kw)
+    nominal = env.nominal_task()
+    return env, "ensemble", TaskDistribution(lambda key: nominal)
+
+
 def part_mbmpo(args):
-    env = envs.Navigation2D()
-    mb, times = run_mbmpo(env, args) if "mbmpo" in args.methods else ([], [])
-    base = run_mbmpo(env, args, baseline=True)[0] if "baseline" in args.methods else None
-    maml = run_maml(env, args) if "maml" in args.methods else []
+    env, form, tasks = _mbmpo_problem(args)
+    mb, times = run_mbmpo(env, form, args) if "mbmpo" in args.methods else ([], [])
+    base = run_mbmpo(env, form, args, baseline=True)[0] if "baseline" in args.methods else None
+    maml = run_maml(env, tasks, args) if "maml" in args.methods else []
     mb_x, maml_x = _first_crossings(mb, args.thresholds), _first_crossings(maml, args.thresholds)
     emit({
-        "benchmark": "model_based", "part": "mbmpo_summary", "env": "navigation2d",
+        "benchmark": "model_based", "part": "mbmpo_summary", "env": args.mbmpo_env, "task_form": form,
         "mbmpo_real_steps_to": mb_x, "maml_trpo_real_steps_to": maml_x,
         "mbmpo_no_meta_learning_real_steps_to": _first_crossings(base, args.thresholds) if base else None,
         "ratio": {t: (maml_x[t] / mb_x[t]) if (mb_x[t] and maml_x[t]) else None for t in mb_x},
@@ -244,7 +265,10 @@ def main(argv=None):
     p.add_argument("--part", default="all", choices=("all", "mbmpo", "grbal", "planning"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[-20.0, -15.0, -12.0, -10.0],
-                   help="post-adaptation returns on navigation2d; training stops at the highest")
+                   help="post-adaptation real returns; training stops at the highest")
+    p.add_argument("--mbmpo-env", default="navigation2d", choices=("navigation2d", "halfcheetah_dynamics", "ant_dynamics"))
+    p.add_argument("--mbmpo-horizon", type=int, default=0, help="locomotion episode length (0: the env's default)")
+    p.add_argument("--maml-episodes", type=int, default=20, help="MAML-TRPO episodes per task per step")
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--maml-iterations", type=int, default=150)
     p.add_argument("--maml-eval-every", type=int, default=5)

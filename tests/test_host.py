@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import jaxmeta
 from jaxmeta.algorithms.black_box import BlackBox, RL2Config, SNAILConfig
@@ -106,8 +107,14 @@ def test_maml_sample_and_update_on_host_equal_jitted(outer):
         for a, b in zip(jax.tree.leaves((new_want, met_want)), jax.tree.leaves((new_got, met_got))):
             np.testing.assert_array_equal(a, b)
         new_got, _ = jax.jit(on_host.update)(state, got)
-        # (TRPO's conjugate gradient on this tiny problem amplifies the batches' 1e-14 differences)
-        assert_trees_close(new_got, new_want, rtol=1e-4, atol=1e-8)
+        # TRPO's conjugate gradient on this tiny, nearly singular problem amplifies the
+        # batches' 1e-14 differences to ~1e-4 of the step (how much depends on the
+        # numpy/XLA build), so compare the steps as vectors, not entry by entry
+        step = lambda new: ravel_pytree(new.meta)[0] - ravel_pytree(state.meta)[0]
+        want_step, got_step = step(new_want), step(new_got)
+        assert float(jnp.linalg.norm(want_step)) > 1e-3
+        rel = float(jnp.linalg.norm(got_step - want_step)) / float(jnp.linalg.norm(want_step))
+        assert rel < 1e-3, rel
         curve = on_host.evaluate(new_got, jax.random.PRNGKey(3))
         assert curve.returns.shape == (3,) and curve.per_task.shape == (2, 3)
 
