@@ -150,6 +150,8 @@ class HostCollector:
         k_reset, act_keys = self.stage(_episode_keys, ("horizon",))(keys, horizon=H)  # [M, 2], [H, M, 2]
         step = self.stage(_EpisodeStep(act, params_axis))
         obs = sim.reset(_seed(k_reset[0])).reshape(M, E, -1)
+        if getattr(sim, "pipelined", False) and M >= 2:
+            return self._pipelined_episodes(sim, step, params, params_axis, obs, act_keys, E, dtype)
         alive = np.ones((M, E), dtype)
         rec = {k: [] for k in Trajectory._fields}
         for t in range(H):
@@ -165,6 +167,55 @@ class HostCollector:
             rec["log_prob"].append(np.asarray(log_prob))
             alive = alive * (1.0 - terminated.reshape(M, E).astype(dtype))
             obs = next_obs.reshape(M, E, -1)
+        return _stack(rec, Trajectory)
+
+    def _pipelined_episodes(self, sim, step, params, params_axis, obs, act_keys, E, dtype) -> Trajectory:
+        """`_episodes` with the policy of one half of the tasks computed while the
+        simulator steps the other half (`sim.step_send` / `step_recv`).
+
+        The halves are the even and the odd tasks, whatever the number of workers, so
+        every worker (a block of consecutive environments) has work queued at all times
+        and the episodes do not depend on the number of workers. The policy of a task
+        sees the same params, observation and key as in one call over all tasks.
+        """
+        M, H = obs.shape[0], self.env.horizon
+        groups = [np.arange(0, M, 2), np.arange(1, M, 2)]
+        rows = [(g[:, None] * E + np.arange(E)).reshape(-1) for g in groups]  # env indices, task-major
+        group_params = [params if params_axis is None else jax.tree.map(lambda x, g=g: x[g], params) for g in groups]
+        group_keys = [act_keys[:, g] for g in groups]  # [H, len(g), 2]
+        reports_success = getattr(sim, "reports_success", False)
+        alive = np.ones((M, E), dtype)
+        fields = ("obs", "action", "reward", "valid", "log_prob") + (("success",) if reports_success else ())
+        rec: dict[str, list] = {k: [None] * H for k in fields}
+        for t in range(H):
+            rec["obs"][t] = np.zeros(obs.shape, dtype)
+            rec["reward"][t], rec["valid"][t], rec["log_prob"][t] = (np.zeros((M, E), dtype) for _ in range(3))
+            if reports_success:
+                rec["success"][t] = np.zeros((M, E), dtype)
+
+        def launch(i, t):  # group i's actions at step t, sent to the simulator
+            g = groups[i]
+            rec["obs"][t][g], rec["valid"][t][g] = obs[g], alive[g]
+            action, log_prob = step(group_params[i], jnp.asarray(obs[g], dtype), group_keys[i][t])
+            action = np.asarray(action)
+            if rec["action"][t] is None:
+                rec["action"][t] = np.zeros((M,) + action.shape[1:], action.dtype)
+            rec["action"][t][g], rec["log_prob"][t][g] = action, np.asarray(log_prob)
+            sim.step_send(rows[i], action.reshape((len(g) * E,) + action.shape[2:]))
+
+        for i in range(2):
+            launch(i, 0)
+        for t in range(H):
+            for i, g in enumerate(groups):
+                next_obs, reward, terminated, *success = sim.step_recv()  # success: reported or not
+                valid = rec["valid"][t][g]
+                rec["reward"][t][g] = reward.reshape(len(g), E).astype(dtype) * valid
+                if reports_success:
+                    rec["success"][t][g] = success[0].reshape(len(g), E).astype(dtype) * valid
+                alive[g] = alive[g] * (1.0 - terminated.reshape(len(g), E).astype(dtype))
+                obs[g] = next_obs.reshape(len(g), E, -1)
+                if t + 1 < H:
+                    launch(i, t + 1)
         return _stack(rec, Trajectory)
 
     # ----------------------------------------------------------------- trials

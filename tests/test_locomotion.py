@@ -130,14 +130,14 @@ def test_mujoco_host_rewards_match_hand_computation():
     rng = np.random.default_rng(0)
     for _ in range(3):
         a = rng.uniform(-1.5, 1.5, (4, 6))
-        x0 = np.array([e.data.qpos[0] for e in sim.envs])
+        x0 = np.array([e.data.qpos[0] for e in sim.pool.local.envs])
         obs, r, term = sim.step(a)
-        x1 = np.array([e.data.qpos[0] for e in sim.envs])
+        x1 = np.array([e.data.qpos[0] for e in sim.pool.local.envs])
         expected = -np.abs((x1 - x0) / DT - np.asarray(tasks.velocity)) - 0.05 * np.sum(np.clip(a, -1, 1) ** 2, -1)
         np.testing.assert_allclose(r, expected, rtol=1e-4, atol=1e-4)
         assert not term.any()
-        qpos = np.stack([e.data.qpos for e in sim.envs])
-        qvel = np.stack([e.data.qvel for e in sim.envs])
+        qpos = np.stack([e.data.qpos for e in sim.pool.local.envs])
+        qvel = np.stack([e.data.qvel for e in sim.pool.local.envs])
         np.testing.assert_allclose(obs, np.concatenate([qpos[:, 1:], qvel], -1), rtol=1e-5, atol=1e-6)
 
 
@@ -187,3 +187,42 @@ def test_same_learners_on_brax_and_on_native_mujoco():
     assert trials.traj.inputs.shape == (10, 2, 17 + 6 + 2)
     s1, m1 = jax.jit(rl2.update)(s0, trials)
     assert np.isfinite(float(m1["trial_reward"])) and int(s1.step) == 1
+
+
+def test_mujoco_workers_give_the_in_process_episodes_and_a_killed_one_raises():
+    """MAML's batch with the physics in 1 or 2 worker processes (pipelined: the policy of
+    the even tasks runs while the odd ones step) is the in-process batch."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium")
+    import os
+    import signal
+
+    import jaxmeta
+    from jaxmeta.algorithms.maml import MAMLConfig
+    from jaxmeta.envs.worker_pool import SimulatorError
+    from jaxmeta.host import make_collector
+
+    config = MAMLConfig(hidden_sizes=(8,), meta_batch_size=3, num_episodes=2, num_eval_tasks=2)
+    batches = []
+    for workers in (0, 1, 2):
+        env = HalfCheetahVel(horizon=6, num_workers=workers)
+        collector = make_collector(env, "mujoco", config.envs_per_batch)
+        algo = jaxmeta.maml(env, config=config, collector=collector)
+        batches.append(algo.sample(algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)))
+        sim = collector.sim(config.envs_per_batch)
+        assert sim.pipelined == (workers > 0) and len(sim.worker_pids) == workers
+        if workers == 2:
+            os.kill(sim.worker_pids[1], signal.SIGKILL)
+            with pytest.raises(SimulatorError, match=r"MuJoCo worker 1 \(pid \d+\) died \(exit code -9\)"):
+                sim.step(np.zeros((config.envs_per_batch, 6)))
+            assert sim.worker_pids == []
+        collector.close()
+    assert float(jnp.std(batches[0].valid.traj.reward)) > 0
+    for b in batches[1:]:
+        for x, y in zip(jax.tree.leaves(b), jax.tree.leaves(batches[0])):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_num_workers_is_checked():
+    with pytest.raises(ConfigError, match="num_workers"):
+        HalfCheetahVel(num_workers=-1)

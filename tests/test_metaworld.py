@@ -1,6 +1,7 @@
 """Meta-World ML1 / ML10 / ML45 on the `metaworld` host simulator: Meta-World's own
 splits, the learners' batch types, reproducibility across seeds and worker counts, and
 workers that die or get Ctrl-C."""
+import dataclasses
 import json
 import os
 import pickle
@@ -43,7 +44,7 @@ def rand_vecs(tasks):
 
 
 def env_rand_vecs(sim):
-    return np.stack([e._last_rand_vec for e in sim._local.envs])
+    return np.stack([e._last_rand_vec for e in sim.pool.local.envs])
 
 
 MAML_CFG = MAMLConfig(hidden_sizes=(8,), meta_batch_size=2, num_episodes=2, num_eval_tasks=2)
@@ -155,7 +156,7 @@ def test_ml10_trains_on_its_train_classes_and_goals():
     sim = mw.MetaWorldSimulator(env, 5)
     sim.set_tasks(task_batch(split, env_index, goal))
     sim.reset(0)
-    for e, s, c, g in zip(sim._local.envs, split, env_index, goal):
+    for e, s, c, g in zip(sim.pool.local.envs, split, env_index, goal):
         cls_name = (train_names, test_names)[s][c]
         assert cls_name in env_dict.ML10_V3[("train", "test")[s]]
         assert type(e) is env_dict.ALL_V3_ENVIRONMENTS[cls_name]
@@ -270,6 +271,53 @@ def test_one_and_two_workers_step_the_same_episodes(worker_sims):
         got = [rollout(sim, t, 7, a) for t, a in zip(batches, actions)]
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_array_equal(g, w)
+
+
+def test_pipelined_steps_answer_in_order_as_one_step_would(worker_sims):
+    """step_send of two row groups (each split over the workers), then step_recv twice:
+    the same observations, rewards and successes as stepping all rows at once."""
+    env, sims = worker_sims
+    tasks = task_batch([0, 0, 1, 1, 0], [0, 1, 2, 2, 1], [3, 4, 5, 6, 7])
+    actions = np.random.default_rng(1).uniform(-1.5, 1.5, (H, 5, 4))
+    in_process = mw.MetaWorldSimulator(env, 5, num_workers=0)
+    assert not in_process.pipelined
+    want = rollout(in_process, tasks, 3, actions)
+    groups = [np.array([0, 2, 4]), np.array([1, 3])]
+    for sim in sims.values():
+        assert sim.pipelined
+        sim.set_tasks(tasks)
+        got = [sim.reset(3)]
+        for a in actions:
+            for g in groups:
+                sim.step_send(g, a[g])
+            step = [np.zeros((5,) + x.shape[1:], x.dtype) for x in want[1:5]]
+            for g in groups:
+                for full, part in zip(step, sim.step_recv()):
+                    full[g] = part
+            got.extend(step)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        assert all(b > 0 for b in sim.worker_busy_s())
+
+
+def test_pipelined_collector_gives_the_episodes_of_the_plain_one():
+    """MAML's batch through worker processes (the policy of the even tasks computed while
+    the odd ones step, and back) equals the in-process collector's, for 1 and 2 workers."""
+    cfg = dataclasses.replace(MAML_CFG, meta_batch_size=3)
+    batches = []
+    for workers in (0, 1, 2):
+        env = ml1(num_workers=workers)
+        collector = host.make_collector(env, "metaworld")
+        algo = jaxmeta.maml(env, config=cfg, collector=collector)
+        try:
+            batches.append(algo.sample(algo.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)))
+            if workers:
+                assert collector.sim(cfg.meta_batch_size * cfg.num_episodes).pipelined
+        finally:
+            collector.close()
+    assert float(jnp.std(batches[0].valid.traj.reward)) > 0
+    for b in batches[1:]:
+        assert_trees_equal(b, batches[0])
 
 
 def test_a_failing_worker_raises_with_its_traceback(worker_sims):

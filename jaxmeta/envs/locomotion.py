@@ -102,6 +102,7 @@ def _check_ant_health(env) -> None:
 
 def _check_common(env) -> None:
     check_int("horizon", env.horizon, 1, 100_000)
+    check_int("num_workers", getattr(env, "num_workers", 0), 0, 256)
     check_choice("backend", env.backend, BACKENDS)
     check_float("ctrl_cost_weight", env.ctrl_cost_weight, 0.0, 1e3)
 
@@ -162,6 +163,7 @@ class HalfCheetahVel(_BraxLocomotion):
     low: float = 0.0
     high: float = 2.0
     ctrl_cost_weight: float = 0.05
+    num_workers: int = 0  # processes stepping the MuJoCo host simulator (0: in this one); Brax ignores it
 
     _brax_name = "halfcheetah"
 
@@ -188,6 +190,7 @@ class HalfCheetahDir(_BraxLocomotion):
     horizon: int = 200
     backend: str = DEFAULT_BACKEND
     ctrl_cost_weight: float = 0.05
+    num_workers: int = 0  # processes stepping the MuJoCo host simulator (0: in this one); Brax ignores it
 
     _brax_name = "halfcheetah"
 
@@ -217,6 +220,7 @@ class AntDir(_BraxLocomotion):
     survive_reward: float = 1.0
     healthy_z_min: float = 0.0
     healthy_z_max: float = 1.0
+    num_workers: int = 0  # processes stepping the MuJoCo host simulator (0: in this one); Brax ignores it
 
     _brax_name = "ant"
     _root_dims = 2
@@ -252,6 +256,7 @@ class AntGoal(_BraxLocomotion):
     backend: str = DEFAULT_BACKEND
     radius: float = 3.0
     ctrl_cost_weight: float = 0.1
+    num_workers: int = 0  # processes stepping the MuJoCo host simulator (0: in this one); Brax ignores it
 
     _brax_name = "ant"
     _root_dims = 2

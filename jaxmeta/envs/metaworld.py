@@ -31,12 +31,7 @@ Imports of metaworld, gymnasium and mujoco are lazy: this module imports without
 from __future__ import annotations
 
 import difflib
-import os
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import NamedTuple
 
 import jax
@@ -45,7 +40,8 @@ import numpy as np
 
 from jaxmeta.config import ConfigError, check_int
 from jaxmeta.envs.base import Box, TaskDistribution
-from jaxmeta.envs.metaworld_worker import EnvSlice
+from jaxmeta.envs import worker_pool
+from jaxmeta.envs.worker_pool import WorkerPool
 
 # Meta-World 3.1.1's env_dict, in its order (tests check these against the installed
 # package, so the constants cannot drift): ML10_V3 and ML45_V3 train / test classes.
@@ -228,25 +224,22 @@ def benchmark_tasks(env: _MetaWorld) -> tuple[tuple[list, ...], tuple[list, ...]
     return _BENCHMARKS[key]
 
 
-class SimulatorError(RuntimeError):
-    """A simulator worker process died or failed."""
-
-
 # --------------------------------------------------------------------------- the host simulator
+
+SimulatorError = worker_pool.SimulatorError  # what a dead, hung or failing worker raises
 
 
 class MetaWorldSimulator:
     """A `jaxmeta.host.HostSimulator` over Meta-World environments in worker processes.
 
-    Environment i of the batch runs in worker i * W // N (consecutive blocks); a batch's
-    observations, rewards and successes do not depend on the number of workers W, because
-    every environment is seeded by its index in the batch (reset(seed): environment i
-    gets seed + i) and Meta-World's episodes are a function of the task, the seed and the
-    actions. A worker is the standalone script `metaworld_worker.py` (numpy and
-    metaworld, no JAX) in its own session, so a Ctrl-C in the terminal reaches only this
-    process, which finishes the meta-iteration and checkpoints; workers also ignore
-    SIGINT, and exit when the simulator is closed or this process dies. A worker that
-    dies or fails raises `SimulatorError` naming it, instead of a hang.
+    Environment i of the batch runs in worker i * W // N (consecutive blocks; see
+    `jaxmeta.envs.worker_pool.WorkerPool`); a batch's observations, rewards and
+    successes do not depend on the number of workers W, because every environment is
+    seeded by its index in the batch (reset(seed): environment i gets seed + i) and
+    Meta-World's episodes are a function of the task, the seed and the actions. A worker
+    is the standalone script `host_worker.py` (numpy and metaworld, no JAX); a worker
+    that dies or fails raises `SimulatorError` naming it, instead of a hang. With
+    workers, stepping can be pipelined (`step_send` / `step_recv`).
 
     Args:
       env: a MetaWorldML1 / ML10 / ML45.
@@ -262,99 +255,41 @@ class MetaWorldSimulator:
         self.num_envs = int(num_envs)
         self.tasks = benchmark_tasks(env)  # builds Meta-World's benchmark once per process
         W = env.num_workers if num_workers is None else num_workers
-        W = min(int(W), self.num_envs)
-        self.timeout_s = timeout_s
-        bounds = [i * self.num_envs // max(W, 1) for i in range(max(W, 1) + 1)]
-        self.slices = [(bounds[i], bounds[i + 1]) for i in range(max(W, 1))]
-        self._local = EnvSlice(self.num_envs) if W == 0 else None
-        self._conns, self._procs = [], []
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metaworld_worker.py")
-        for s, e in self.slices[:W]:
-            ours, theirs = socket.socketpair()
-            with theirs:
-                proc = subprocess.Popen([sys.executable, script, str(theirs.fileno()), str(e - s)],
-                                        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
-            # the worker's end now lives in the worker only: its death is EOF here
-            self._conns.append(Connection(ours.detach()))
-            self._procs.append(proc)
+        self.pool = WorkerPool("metaworld", self.num_envs, W, name="Meta-World", timeout_s=timeout_s)
 
     observation_space = property(lambda self: self.env.observation_space)
     action_space = property(lambda self: self.env.action_space)
+    worker_pids = property(lambda self: self.pool.worker_pids)
+    pipelined = property(lambda self: self.pool.pipelined)
 
-    @property
-    def worker_pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
-
-    # ----------------------------------------------------------------- calls
-    def _call(self, method: str, per_worker_args: list[tuple]) -> list:
-        if self._local is not None:
-            return [getattr(self._local, method)(*per_worker_args[0])]
-        for conn, args in zip(self._conns, per_worker_args):
-            try:
-                conn.send((method, args))
-            except (BrokenPipeError, OSError):
-                pass  # reported by the receive below, with the exit code
-        return [self._receive(i) for i in range(len(self._conns))]
-
-    def _receive(self, i: int):
-        conn, proc = self._conns[i], self._procs[i]
-        try:
-            if not conn.poll(self.timeout_s):
-                self.close()
-                raise SimulatorError(f"Meta-World worker {i} (pid {proc.pid}) sent no answer in {self.timeout_s:.0f} s")
-            status, value = conn.recv()
-        except (EOFError, OSError):
-            try:
-                code = proc.wait(5)
-            except subprocess.TimeoutExpired:
-                code = None
-            self.close()
-            raise SimulatorError(f"Meta-World worker {i} (pid {proc.pid}) died (exit code {code}); "
-                                 "the batch it was stepping is lost") from None
-        if status == "error":
-            self.close()
-            raise SimulatorError(f"Meta-World worker {i} (pid {proc.pid}) failed:\n{value}")
-        return value
-
-    # ----------------------------------------------------------------- HostSimulator
     def set_tasks(self, tasks: MetaWorldTask) -> None:
         """One task per environment: int arrays with leading axis num_envs."""
         split, env_index, goal = (np.asarray(x).reshape(-1) for x in (tasks.split, tasks.env_index, tasks.goal_index))
-        mw_tasks = [self.tasks[int(s)][int(c)][int(g)] for s, c, g in zip(split, env_index, goal)]
-        self._call("set_tasks", [(mw_tasks[s:e],) for s, e in self.slices])
+        self.pool.call_split("set_tasks", [self.tasks[int(s)][int(c)][int(g)] for s, c, g in zip(split, env_index, goal)])
 
     def reset(self, seed: int) -> np.ndarray:
         """obs [N, 39] float64; environment i seeded with seed + i."""
-        return np.concatenate(self._call("reset", [(int(seed) + s,) for s, _ in self.slices]))
+        return np.concatenate(self.pool.call("reset", [(int(seed) + s,) for s, _ in self.pool.slices]))
 
     def step(self, action: np.ndarray):
         """(obs [N, 39], reward [N], terminated [N] (always False: Meta-World episodes end
         at the horizon), success [N] (info['success'] of this step))."""
-        action = np.clip(np.asarray(action, np.float64), -1.0, 1.0)  # [N, 4]
-        out = self._call("step", [(action[s:e],) for s, e in self.slices])
-        obs, reward, success = (np.concatenate(xs) for xs in zip(*out))
+        obs, reward, success = self.pool.step(np.clip(np.asarray(action, np.float64), -1.0, 1.0))
         return obs, reward, np.zeros(self.num_envs, bool), success
+
+    def step_send(self, rows: np.ndarray, action: np.ndarray) -> None:
+        """Start stepping the environments `rows` with `action` [len(rows), 4]; see `WorkerPool`."""
+        self.pool.step_send(rows, np.clip(np.asarray(action, np.float64), -1.0, 1.0))
+
+    def step_recv(self):
+        """The answer of the oldest `step_send`: (obs, reward, terminated, success) of its rows."""
+        obs, reward, success = self.pool.step_recv()
+        return obs, reward, np.zeros(len(reward), bool), success
+
+    def worker_busy_s(self) -> list[float]:
+        """Seconds each worker has spent in Meta-World's reset and step so far."""
+        return self.pool.busy_s()
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
-        conns, procs, self._conns, self._procs = self._conns, self._procs, [], []
-        for conn in conns:
-            try:
-                conn.send(("close", ()))
-            except (BrokenPipeError, OSError):
-                pass
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for conn in conns:
-            conn.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        self.pool.close()
