@@ -7,10 +7,11 @@ iteration goes: in the simulator's calls ("simulator_fraction": the learner wait
 the workers, inter-process transfers included), the rest ("learner_fraction": the
 jitted policy at every step, advantages and inner steps between collections, the TRPO
 update), and the busiest worker's own stepping time ("busiest_worker_fraction"; its
-complement "learner_overhead_fraction" is the share of the iteration the simulator is
-not the bottleneck: with pipelined stepping the policy runs while workers step, so the
-learner's time in the policy no longer adds to the iteration); peak memory of the learner process and of the workers. Then one
-summary line: the speed-up of the largest worker count over one worker and the learner's
+complement "learner_overhead_fraction" is the share of the iteration in which the
+slowest worker is not stepping: policy, transfers, update, imbalance between workers;
+with pipelined stepping the policy runs while workers step, which helps only where the
+learner has a core of its own); peak memory of the learner process and of the workers.
+Then one summary line: the speed-up of the largest worker count over one worker and the learner's
 overhead, against the goals (>= 1.7x with 2 workers, < 10%). `--pipelined 0,1` measures
 both collection loops.
 

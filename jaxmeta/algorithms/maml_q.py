@@ -261,14 +261,17 @@ class MAMLQ:
         Args:
           traj: leaves [T, E, ...].
         """
-        c = self.config
         q = self.qnet.apply(params, traj.obs[:-1])  # [T-1, E, A]
         q_sa = jnp.take_along_axis(q, traj.action[:-1, ..., None].astype(jnp.int32), axis=-1)[..., 0]  # [T-1, E]
-        v_tp1 = jnp.max(self.qnet.apply(target_params, traj.obs[1:]), axis=-1)  # [T-1, E]
+        y_t = self._td_targets(traj, jnp.max(self.qnet.apply(target_params, traj.obs[1:]), axis=-1))
+        return 0.5 * jnp.sum(traj.valid[:-1] * (q_sa - y_t) ** 2) / traj.valid.shape[1]
+
+    def _td_targets(self, traj: Trajectory, v_tp1: jax.Array) -> jax.Array:
+        """n-step targets [T-1, E] of transitions 0..T-2 from bootstrap values v_tp1 [T-1, E]."""
+        c = self.config
         discount_t = c.gamma * traj.valid[1:].astype(v_tp1.dtype)  # [T-1, E] 0 after the goal
         r_t = traj.reward[:-1].astype(v_tp1.dtype)  # [T-1, E]
-        y_t = jax.vmap(n_step_returns, in_axes=(1, 1, 1, None), out_axes=1)(r_t, discount_t, v_tp1, c.n_step)
-        return 0.5 * jnp.sum(traj.valid[:-1] * (q_sa - y_t) ** 2) / traj.valid.shape[1]
+        return jax.vmap(n_step_returns, in_axes=(1, 1, 1, None), out_axes=1)(r_t, discount_t, v_tp1, c.n_step)
 
     def td_grad(self, params: Params, traj: Trajectory) -> Params:
         """grad_q td_loss(q, traj, target_params=params) at q = params, from one forward pass.
@@ -280,14 +283,10 @@ class MAMLQ:
         values (steps 1..T-1), and the gradient is the pullback of dloss/dQ(s_t, a_t) =
         valid_t (Q(s_t, a_t) - y_t) / E. `traj` leaves are [T, E, ...].
         """
-        c = self.config
         q_all, pullback = jax.vjp(lambda p: self.qnet.apply(p, traj.obs), params)  # [T, E, A]
         action = traj.action[:-1].astype(jnp.int32)
         q_sa = jnp.take_along_axis(q_all[:-1], action[..., None], axis=-1)[..., 0]  # [T-1, E]
-        v_tp1 = jnp.max(q_all[1:], axis=-1)
-        discount_t = c.gamma * traj.valid[1:].astype(v_tp1.dtype)
-        r_t = traj.reward[:-1].astype(v_tp1.dtype)
-        y_t = jax.vmap(n_step_returns, in_axes=(1, 1, 1, None), out_axes=1)(r_t, discount_t, v_tp1, c.n_step)
+        y_t = self._td_targets(traj, jnp.max(q_all[1:], axis=-1))
         delta = traj.valid[:-1] * (q_sa - y_t) / traj.valid.shape[1]
         cot = jax.nn.one_hot(action, q_all.shape[-1], dtype=q_all.dtype) * delta[..., None]
         cot = jnp.concatenate([cot, jnp.zeros_like(q_all[-1:])], axis=0)  # the last step is no prediction

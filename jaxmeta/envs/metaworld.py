@@ -269,7 +269,7 @@ class MetaWorldSimulator:
 
     def reset(self, seed: int) -> np.ndarray:
         """obs [N, 39] float64; environment i seeded with seed + i."""
-        return np.concatenate(self.pool.call("reset", [(int(seed) + s,) for s, _ in self.pool.slices]))
+        return self.pool.reset(seed)
 
     def step(self, action: np.ndarray):
         """(obs [N, 39], reward [N], terminated [N] (always False: Meta-World episodes end

@@ -78,8 +78,7 @@ class MujocoLocomotion:
         self.tasks = jax.tree.map(np.asarray, tasks)
 
     def reset(self, seed: int) -> np.ndarray:
-        obs = self.pool.call("reset", [(int(seed) + s,) for s, _ in self.pool.slices])
-        return np.concatenate(obs).astype(np.float32)  # [N, D]
+        return self.pool.reset(seed).astype(np.float32)  # [N, D]
 
     def _outputs(self, rows, action, obs, pos0, pos):
         if rows is not None:  # the rows' reward from a program over the whole batch: the same bits as `step`

@@ -120,6 +120,10 @@ class WorkerPool:
         return value
 
     # ----------------------------------------------------------------- stepping
+    def reset(self, seed: int) -> np.ndarray:
+        """Every environment reset, environment i seeded with seed + i: obs [N, D]."""
+        return np.concatenate(self.call("reset", [(int(seed) + s,) for s, _ in self.slices]))
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every environment stepped with its row of `action`: the slice's outputs, concatenated."""
         out = self.call_split("step", action)
