@@ -11,7 +11,7 @@ case, then one per comparison (ratios of cases measured in this same invocation)
 - `--seeds S` against S single-seed runs one after the other, for MAML, RL^2 and SNAIL,
   in both seed layouts ("map": seeds in turn inside one program; "vmap").
 
-    python benchmarks/cpu_layout.py [--iterations 6] [--seeds 8] [--cases maml,seeds]
+    python benchmarks/cpu_layout.py [--iterations 6] [--seeds 8] [--cases maml,seeds] [--algorithms maml,rl2,snail]
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def main(argv=None):
     p.add_argument("--iterations", type=int, default=6)
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--cases", default="maml,seeds")
+    p.add_argument("--algorithms", default="maml,rl2,snail", help="seeds case: the algorithms measured")
     args = p.parse_args(argv)
     cases = args.cases.split(",")
     n, S = args.iterations, args.seeds
@@ -69,6 +70,8 @@ def main(argv=None):
                           "ratio": one["s_per_meta_iteration"] / default["s_per_meta_iteration"]}), flush=True)
     if "seeds" in cases:
         for label, base in (("maml", MAML), ("rl2", RL2), ("snail", SNAIL)):
+            if label not in args.algorithms.split(","):
+                continue
             single = run_case(f"{label} one seed", base, n)
             for layout in ("map", "vmap"):
                 many = run_case(f"{label} --seeds {S} --seed-layout {layout}", base + ["--seeds", str(S),

@@ -1,4 +1,4 @@
-"""MAML-TRPO on HalfCheetahVel: Brax (one XLA program) vs MuJoCo through the host adapter.
+"""MAML-TRPO on HalfCheetahVel (or --env ant_dir, ...): Brax (one XLA program) vs MuJoCo through the host adapter.
 
 Speed (default): one JSON line per path (`--paths`: a Brax backend, or host MuJoCo in
 this process or in N worker processes) with env steps per second of
@@ -42,11 +42,15 @@ PRESETS = {
 PRESETS["published"] = PRESETS["gpu"]  # the same sizes, measured on any machine
 
 
-def _build(args, env_cls_name="HalfCheetahVel"):
+ENVS = {"halfcheetah_vel": "HalfCheetahVel", "halfcheetah_dir": "HalfCheetahDir", "ant_dir": "AntDir",
+        "ant_goal": "AntGoal"}
+
+
+def _build(args, env_cls_name=None):
     from jaxmeta.envs import locomotion
 
     p = PRESETS[args.preset]
-    env = getattr(locomotion, env_cls_name)(horizon=args.horizon or p["horizon"], backend=args.backend,
+    env = getattr(locomotion, env_cls_name or ENVS[args.env])(horizon=args.horizon or p["horizon"], backend=args.backend,
                                             num_workers=args.workers)
     config = MAMLConfig(
         hidden_sizes=p["hidden_sizes"], meta_batch_size=args.meta_batch_size or p["meta_batch_size"],
@@ -94,6 +98,7 @@ def run_one(args) -> dict:
     return {
         "benchmark": "maml_locomotion",
         "simulator": args.simulator,
+        "env": args.env,
         "path": _path_name(args.simulator, args.backend, args.workers),
         "backend": args.backend if args.simulator == "brax" else "mujoco-native",
         "workers": args.workers if args.simulator == "mujoco" else None,
@@ -134,6 +139,7 @@ def learn(args) -> None:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--env", choices=sorted(ENVS), default="halfcheetah_vel", help="speed: the task measured")
     p.add_argument("--backend", default="generalized")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--horizon", type=int, default=None)
@@ -175,6 +181,7 @@ def main(argv=None):
     emit({
         "benchmark": "maml_locomotion_summary",
         "preset": args.preset,
+        "env": args.env,
         "env_steps_per_s": {k: r["env_steps_per_s"] for k, r in results.items()},
         "relative_to_fastest": {k: r["env_steps_per_s"] / results[fastest]["env_steps_per_s"] for k, r in results.items()},
         "fastest_path": fastest,

@@ -6,7 +6,9 @@
 evaluates a checkpoint on held-out tasks again (e.g. Meta-World's success rates on its
 test tasks), into runs/NAME/eval-<...>/;
 `--simulator mujoco` steps the locomotion tasks on native MuJoCo outside jit (the
-`metaworld-*` environments run on their `metaworld` simulator, in worker processes);
+`metaworld-*` environments run on their `metaworld` simulator, in worker processes;
+a one-seed MAML locomotion run on a CPU-only machine takes MuJoCo by default, in one
+worker per core: measured faster there than Brax);
 `--coordinator HOST:PORT --num-processes N --process-id I` runs one process of a
 multi-host job (see docs/scaling.md).
 
@@ -104,9 +106,11 @@ def _build_parser(algo: str | None = None, env_name: str | None = None) -> argpa
                     help="algorithm (may be left out with --resume)")
     tr.add_argument("--env", help="environment (default: the algorithm's own)")
     tr.add_argument("--simulator", default=None,
-                    help="jax (default: the environment's own jittable code; brax for the locomotion tasks), "
+                    help="jax (the environment's own jittable code; brax for the locomotion tasks), "
                          "mujoco (native MuJoCo stepped outside jit) or metaworld (worker processes; the "
-                         "default and only simulator of the metaworld-* environments)")
+                         "default and only simulator of the metaworld-* environments). Default: jax, except "
+                         "MAML on the locomotion tasks on a CPU-only machine with one seed: mujoco in one "
+                         "worker per core (measured faster, docs/benchmarks.md)")
     tr.add_argument("--num-batches", type=int, default=None, help="meta-iterations (default: 100)")
     tr.add_argument("--seed", type=int, default=None, help="default: 0")
     tr.add_argument("--name", help="run name (default: ALGO-ENV-TIME)")
@@ -364,6 +368,8 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.config is not None and e.field not in (None, *config_kw, *env_kw, *scalars, "env", "algorithm"):
             parser.error(f"argument --config: {e}")  # a value from the file
         _config_error(parser, e, args.argv, spec.aliases)
+    settings = _choose_cpu_simulator(settings, args.simulator is not None or "simulator" in file_values,
+                                     args.num_processes)
     if args.print_config:
         print(driver.settings.settings_to_toml(settings), end="")
         return 0
@@ -413,6 +419,30 @@ def _choose_cpu_devices(settings, num_processes: int = 1) -> None:
     if spec.cpu_devices is None or settings.host or num_processes > 1:
         return
     _force_host_devices(int(spec.cpu_devices(settings.config)))
+
+
+def _choose_cpu_simulator(settings, given: bool, num_processes: int = 1):
+    """The CPU path: on a CPU-only machine, a one-seed run whose simulator was not named
+    (flag or config file) runs on the host simulator its algorithm measured faster there
+    (`AlgorithmSpec.cpu_simulators`; MAML on the locomotion tasks: native MuJoCo, 6.9x
+    Brax on 2 cores), in one worker process per CPU core unless --num-workers says, when
+    that simulator is installed. Brax stays the path on an accelerator, for several
+    seeds (which run inside one XLA program), for a multi-process run, and when a Brax
+    --backend is named."""
+    simulator = settings.spec.cpu_simulators.get(settings.env)
+    if given or simulator is None or settings.num_seeds > 1 or num_processes > 1 or "backend" in settings.env_kwargs \
+            or not _cpu_only() or not envs.host_simulator_installed(simulator):
+        return settings
+    env_kwargs = {"num_workers": _cpu_cores(), **settings.env_kwargs}
+    return settings.replace(simulator=simulator, env_kwargs=env_kwargs)
+
+
+def _cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _force_host_devices(n: int) -> None:

@@ -84,3 +84,76 @@ def test_evaluate_in_a_fresh_process_uses_the_runs_host_devices(tmp_path, jax_ca
     table = json.loads((run / "final_table.json").read_text())
     again = json.loads(next(run.glob("eval-1-*")).joinpath("table.json").read_text())
     assert again["rows"] == table["rows"]  # the same program on the same 4 devices: the same numbers
+
+
+# --------------------------------------------------------------------------- CPU simulator
+def _chosen(args, capsys):
+    """(simulator, env_kwargs) of `jaxmeta train ARGS --print-config`."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from conftest import run_cli
+
+    code, out, err = run_cli(["train", *args, "--print-config"], capsys)
+    assert code == 0, err
+    printed = tomllib.loads(out)
+    return printed["simulator"], printed.get("env_kwargs", {})
+
+
+def test_maml_locomotion_on_a_cpu_defaults_to_mujoco_in_one_worker_per_core(capsys):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    for env in ("halfcheetah_vel", "halfcheetah_dir", "ant_dir", "ant_goal"):
+        assert _chosen(["maml", "--env", env], capsys) == ("mujoco", {"num_workers": cores})
+    assert _chosen(["maml", "--env", "halfcheetah_vel", "--num-workers", "1"], capsys) == \
+        ("mujoco", {"num_workers": 1})  # the user's worker count wins
+    assert _chosen(["--config", "maml-halfcheetah-vel"], capsys)[0] == "mujoco"  # the shipped setting too
+
+
+@pytest.mark.parametrize("args", [
+    ["maml", "--env", "halfcheetah_vel", "--simulator", "jax"],  # named
+    ["maml", "--env", "halfcheetah_vel", "--simulator", "brax"],
+    ["maml", "--env", "halfcheetah_vel", "--seeds", "2"],  # several seeds run inside one XLA program
+    ["maml", "--env", "halfcheetah_vel", "--backend", "spring"],  # a Brax backend asked for
+    ["rl2", "--env", "halfcheetah_vel"],  # not measured for RL^2
+    ["maml", "--env", "navigation2d"],  # no host simulator
+])
+def test_cpu_simulator_is_left_alone_where_not_measured_or_named(args, capsys):
+    assert _chosen(args, capsys)[0] in ("jax", "brax")
+
+
+def test_cpu_simulator_named_in_a_config_file_wins(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('algorithm = "maml"\nenv = "halfcheetah_vel"\nsimulator = "jax"\n')
+    assert _chosen(["--config", str(cfg)], capsys) == ("jax", {})
+
+
+def test_cpu_simulator_stays_jax_on_an_accelerator_or_without_mujoco(monkeypatch, capsys):
+    from jaxmeta import cli
+
+    monkeypatch.setattr(cli, "_cpu_only", lambda: False)
+    assert _chosen(["maml", "--env", "halfcheetah_vel"], capsys) == ("jax", {})
+    monkeypatch.undo()
+    monkeypatch.setattr(cli.envs, "host_simulator_installed", lambda name: False)
+    assert _chosen(["maml", "--env", "halfcheetah_vel"], capsys) == ("jax", {})
+
+
+def test_library_settings_keep_the_jittable_default():
+    # the choice is the command line's: RunSettings is the same on every machine
+    assert RunSettings("maml", "halfcheetah_vel").simulator == "jax"
+
+
+def test_cpu_default_locomotion_run_trains_on_mujoco_workers(tmp_path, jax_cache):
+    env = subprocess_env(jax_cache)
+    out = run_jaxmeta(["train", "maml", "--env", "halfcheetah_vel", "--horizon", "5", "--meta-batch-size", "2",
+                       "--num-episodes", "1", "--hidden-sizes", "8", "--num-eval-tasks", "2", "--num-batches", "1",
+                       "--checkpoint-every", "0", "--no-progress", "--out", str(tmp_path), "--name", "r"], env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "halfcheetah_vel (mujoco)" in out.stdout
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["simulator"] == "mujoco" and saved["env_kwargs"]["num_workers"] >= 1
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and np.isfinite(rows[0]["pre_return"])

@@ -141,6 +141,27 @@ def test_mujoco_host_rewards_match_hand_computation():
         np.testing.assert_allclose(obs, np.concatenate([qpos[:, 1:], qvel], -1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("cls", [HalfCheetahVel, HalfCheetahDir, AntDir, AntGoal])
+def test_every_locomotion_task_runs_on_native_mujoco(cls):
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium")
+    from jaxmeta.envs import obs_dim
+    from jaxmeta.envs.mujoco import MujocoLocomotion
+
+    env = cls(horizon=5)
+    sim = MujocoLocomotion(env, 2)
+    sim.set_tasks(env.task_distribution().sample_batch(jax.random.PRNGKey(0), 2))
+    obs = sim.reset(seed=1)
+    assert obs.shape == (2, obs_dim(env))  # the Brax twin's observation
+    qpos = np.stack([e.data.qpos for e in sim.pool.local.envs])
+    qvel = np.stack([e.data.qvel for e in sim.pool.local.envs])
+    skip = 1 if cls in (HalfCheetahVel, HalfCheetahDir) else 2  # x (and y) left out
+    np.testing.assert_allclose(obs, np.concatenate([qpos[:, skip:], qvel], -1), rtol=1e-5, atol=1e-6)
+    for _ in range(3):
+        obs, r, term = sim.step(np.random.default_rng(0).uniform(-1, 1, (2,) + sim.action_space.shape))
+        assert np.isfinite(obs).all() and np.isfinite(r).all() and not term.any()
+
+
 def test_same_learners_on_brax_and_on_native_mujoco():
     pytest.importorskip("brax")
     pytest.importorskip("mujoco")

@@ -80,6 +80,8 @@ register(
         env_final_tables=METAWORLD_TABLES,
         cpu_devices=lambda config: _largest_divisor(config.meta_batch_size, 64),
         cpu_seed_layout="map",
+        # native MuJoCo in 2 workers: 6.9x Brax generalized on the cheetah, 2 cores
+        cpu_simulators={name: "mujoco" for name in LOCOMOTION},
     )
 )
 

@@ -36,6 +36,11 @@ class AlgorithmSpec:
     # on a CPU: how several seeds run, "vmap" or "map" (in turn inside one program),
     # whichever measured faster for this algorithm (docs/benchmarks.md "CPU layout")
     cpu_seed_layout: str = "vmap"
+    # on a CPU-only machine: environment -> the host simulator the command line runs a
+    # one-seed run on when neither --simulator nor a config file names one, measured
+    # faster there than the environment's own jittable code (docs/benchmarks.md "The
+    # locomotion table"); its environments then step in one worker process per CPU core
+    cpu_simulators: dict[str, str] = field(default_factory=dict)
     # what the adaptation curve (`AdaptationCurve.returns`) and the training metrics
     # `*_<score>` measure: "return" (reinforcement learning: metrics `*_return` and
     # `*_reward`, higher is better), or a supervised loss such as "mse" (lower is

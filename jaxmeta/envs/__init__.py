@@ -54,6 +54,17 @@ def default_simulator(env_name: str) -> str:
     return HOST_ONLY.get(env_name, "jax")
 
 
+# the modules each host simulator imports (`pip install 'jaxmeta[mujoco]'`, `'jaxmeta[metaworld]'`)
+HOST_SIMULATOR_MODULES = {"mujoco": ("gymnasium", "mujoco"), "metaworld": ("metaworld",)}
+
+
+def host_simulator_installed(simulator: str) -> bool:
+    """True when the modules host simulator `simulator` needs can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in HOST_SIMULATOR_MODULES[simulator])
+
+
 def host_simulator(simulator: str, env: Any, num_envs: int) -> Any:
     """A host simulator of `env` holding `num_envs` environments."""
     if simulator == "mujoco":
@@ -85,5 +96,5 @@ __all__ = [
     "LOCOMOTION_ENVS", "METAWORLD_ENVS", "MDPTask", "MazeGenTask", "MazeTask", "MetaEnv", "MetaMaze", "MetaWorldML1",
     "MetaWorldML10", "MetaWorldML45", "MetaWorldTask", "NavDynamicsTask", "NavTask", "Navigation2D",
     "Navigation2DDynamics", "REGISTRY", "Sinusoid", "SinusoidTask", "SystemTask", "TabularMDP", "TaskDistribution",
-    "action_dim", "default_simulator", "host_simulator", "make", "obs_dim", "register",
+    "action_dim", "default_simulator", "host_simulator", "host_simulator_installed", "make", "obs_dim", "register",
 ]

@@ -22,7 +22,7 @@ from jaxmeta.types import Task
 
 _GYM_IDS = {
     "halfcheetah": ("HalfCheetah-v5", {}),
-    "ant": ("Ant-v5", {"include_cfrc_ext_in_observation": False, "use_contact_forces": False,
+    "ant": ("Ant-v5", {"include_cfrc_ext_in_observation": False,
                        "terminate_when_unhealthy": False}),
 }
 
