@@ -10,7 +10,6 @@ it through `jaxmeta.host.HostCollector`. Imports of gymnasium and mujoco are laz
 from __future__ import annotations
 
 import collections
-import importlib.util
 from typing import Any
 
 import jax
@@ -47,7 +46,9 @@ class MujocoLocomotion:
     """
 
     def __init__(self, task_env: Any, num_envs: int, num_workers: int | None = None):
-        if not all(importlib.util.find_spec(m) for m in ("gymnasium", "mujoco")):  # pragma: no cover
+        from jaxmeta.envs import host_simulator_installed
+
+        if not host_simulator_installed("mujoco"):  # pragma: no cover
             raise ImportError("the MuJoCo host simulator needs: pip install 'gymnasium[mujoco]'")
         gym_id, kwargs = _GYM_IDS[task_env._brax_name]
         self.task_env = task_env
