@@ -26,6 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -139,6 +140,18 @@ def remove_temporary(run_dir) -> list[Path]:
     return removed
 
 
+def _remove_temporary_settled(run_dir, pause: float = 0.1, quiet_rounds: int = 3, rounds: int = 50) -> None:
+    """Remove unfinished checkpoints until none has reappeared for `quiet_rounds`
+    pauses in a row (a failed save's last writes can land after the first removal);
+    gives up after `rounds` pauses and leaves the rest to the next run's cleanup."""
+    quiet = 0
+    for _ in range(rounds):
+        quiet = 0 if remove_temporary(run_dir) else quiet + 1
+        if quiet >= quiet_rounds:
+            return
+        time.sleep(pause)
+
+
 def set_aside(run_dir, iterations: list[int]) -> list[Path]:
     """Move corrupt checkpoints to RUN/corrupt-checkpoints/ (kept, out of orbax's way)."""
     moved = []
@@ -233,13 +246,23 @@ class Checkpointer:
             if self.primary:
                 write_manifest(self.run_dir / CHECKPOINT_DIR / str(iteration))
         except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in its own types
+            self._settle()
             if self.primary:
-                remove_temporary(self.run_dir)
+                _remove_temporary_settled(self.run_dir)
             kept = f"checkpoint {self.last_saved} is kept" if self.last_saved is not None else "no checkpoint is kept"
             raise CheckpointError(
                 f"cannot write checkpoint {iteration} to {self.run_dir / CHECKPOINT_DIR}: {_short(e)} ({kept})"
             ) from e
         self.last_saved = iteration
+
+    def _settle(self) -> None:
+        """Wait for the writer threads of a failed save: until they stop, they may
+        recreate the temporary folder that the cleanup removes."""
+        try:
+            with _quiet():
+                self._mngr.wait_until_finished()
+        except Exception:  # noqa: BLE001 - the save's own error is the one reported
+            pass
 
     def close(self) -> None:
         self._mngr.close()
