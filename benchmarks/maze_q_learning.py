@@ -55,6 +55,22 @@ def rl2_stats(bb: BlackBox, params, tasks, key, group: int) -> AdaptationStats:
     return AdaptationStats(s[:, 0], s[:, 1], s[:, 2])
 
 
+def overrides(cls, text: str, flag: str) -> dict:
+    """Dataclass fields of `cls` from "k=v,k=v" (bools, ints and floats by the field's type)."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    kw = {}
+    for item in filter(None, text.split(",")):
+        k, sep, v = item.partition("=")
+        if not sep or k not in fields:
+            raise SystemExit(f"{flag}: expected k=v with k a field of {cls.__name__}, got {item!r}")
+        try:
+            kw[k] = {"True": True, "False": False}[v] if v in ("True", "False") else \
+                float(v) if "float" in fields[k] else int(v) if "int" in fields[k] else v
+        except ValueError:
+            raise SystemExit(f"{flag}: {k} must be a number, got {v!r}") from None
+    return kw
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iterations", type=int, default=1000)
@@ -62,6 +78,8 @@ def main(argv=None):
     p.add_argument("--rl2-iterations", type=int, default=300)
     p.add_argument("--rl2-hidden-size", type=int, default=128)
     p.add_argument("--rl2-meta-batch-size", type=int, default=64)
+    p.add_argument("--rl2-config", default="", help="RL2Config fields as k=v,k=v over the defaults below "
+                                                    "(e.g. gamma=0.95,entropy_coef=0.05,gae_lambda=0.95)")
     p.add_argument("--rows", type=int, default=7)
     p.add_argument("--cols", type=int, default=7)
     p.add_argument("--horizon", type=int, default=100)
@@ -74,13 +92,8 @@ def main(argv=None):
                                                   "held back by the default inner_lr")
     args = p.parse_args(argv)
 
-    fields = {f: MAMLQConfig.__dataclass_fields__[f].type for f in MAMLQConfig.__dataclass_fields__}
-    kw = {}
-    for item in filter(None, args.config.split(",")):
-        k, v = item.split("=")
-        kw[k] = {"True": True, "False": False}.get(v, v)
-        if isinstance(kw[k], str):
-            kw[k] = float(v) if "float" in str(fields[k]) else int(v) if "int" in str(fields[k]) else v
+    kw = overrides(MAMLQConfig, args.config, "--config")
+    rl2_kw = overrides(RL2Config, args.rl2_config, "--rl2-config")
     mt_its = args.iterations if args.multitask_iterations is None else args.multitask_iterations
     config = MAMLQConfig(**{"num_eval_tasks": args.num_eval_tasks, "multitask_iterations": mt_its, **kw})
     env = GeneratedMaze(rows=args.rows, cols=args.cols, horizon=args.horizon)
@@ -136,14 +149,18 @@ def main(argv=None):
     if args.rl2_iterations:
         rl2_cfg = RL2Config(episodes_per_trial=(K + 1) * E, hidden_size=args.rl2_hidden_size,
                             meta_batch_size=args.rl2_meta_batch_size, num_eval_tasks=args.num_eval_tasks,
-                            num_minibatches=2, gamma=0.99, lr=1e-3)
+                            **{"num_minibatches": 2, "gamma": 0.99, "lr": 1e-3, **rl2_kw})
         bb = BlackBox(env, env.task_distribution(), rl2_cfg)
         rl2 = bb.algorithm()
         rstate = rl2.init(jax.random.PRNGKey(args.seed))
         rstep = jax.jit(rl2.train_step)
         t0 = time.perf_counter()
         for it in range(args.rl2_iterations):
-            rstate, _ = rstep(rstate, jax.random.fold_in(k_train, 10_000_000 + it))
+            rstate, info = rstep(rstate, jax.random.fold_in(k_train, 10_000_000 + it))
+            if (it + 1) % 25 == 0:
+                print(f"RL^2 iteration {it + 1}: trial_reward {float(info['trial_reward']):.3f} "
+                      f"entropy {float(info['entropy']):.3f} ({time.perf_counter() - t0:.0f} s)",
+                      file=sys.stderr, flush=True)
         jax.block_until_ready(rstate)
         rl2_s = time.perf_counter() - t0
         s = jax.jit(lambda prm, k: rl2_stats(bb, prm, m.eval_tasks(), k, E))(rstate.params, jax.random.PRNGKey(7))
