@@ -93,3 +93,26 @@ def test_a_config_field_added_after_the_checkpoint_matches_at_its_default():
     assert diffs == ["config.cell is missing in the checkpoint (here 'lstm')"]
     # without defaults the check stays exact
     assert _differences(old["config"], want["config"], "config") == ["config.cell is missing in the checkpoint (here 'gru')"]
+
+
+def test_cleanup_after_a_failed_save_outlasts_a_late_write(tmp_path):
+    """A failed save's writer can recreate its temporary folder after the first removal;
+    the cleanup keeps removing until none reappears."""
+    import threading
+    import time
+
+    tmp = tmp_path / ckpt.CHECKPOINT_DIR / f"3{ckpt.TMP_MARK}-1"
+    (tmp / "state").mkdir(parents=True)
+
+    def late_writer():  # recreates the folder once, a moment after it is first removed
+        deadline = time.monotonic() + 5.0
+        while tmp.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.02)
+        (tmp / "state").mkdir(parents=True)
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    ckpt._remove_temporary_settled(tmp_path)
+    writer.join()
+    assert ckpt.temporary(tmp_path) == []
