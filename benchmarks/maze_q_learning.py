@@ -24,6 +24,7 @@ import dataclasses
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +36,7 @@ import numpy as np  # noqa: E402
 from common import device_info, emit  # noqa: E402
 from jaxmeta.algorithms import BlackBox, RL2Config  # noqa: E402
 from jaxmeta.algorithms.maml_q import MAMLQ, AdaptationStats, MAMLQConfig, episode_stats  # noqa: E402
+from jaxmeta.cli import _flag_type  # noqa: E402 - the CLI's parsing of a dataclass field
 from jaxmeta.envs import GeneratedMaze  # noqa: E402
 from jaxmeta.envs.mazes import bfs_distances  # noqa: E402
 from jaxmeta.types import AdaptationCurve  # noqa: E402
@@ -56,18 +58,24 @@ def rl2_stats(bb: BlackBox, params, tasks, key, group: int) -> AdaptationStats:
 
 
 def overrides(cls, text: str, flag: str) -> dict:
-    """Dataclass fields of `cls` from "k=v,k=v" (bools, ints and floats by the field's type)."""
-    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    """Scalar fields of dataclass `cls` from "k=v,k=v", each parsed as the CLI parses its flag."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kw = {}
     for item in filter(None, text.split(",")):
         k, sep, v = item.partition("=")
         if not sep or k not in fields:
             raise SystemExit(f"{flag}: expected k=v with k a field of {cls.__name__}, got {item!r}")
+        if hints.get(k) is bool or isinstance(fields[k].default, bool):
+            if v not in ("True", "False"):
+                raise SystemExit(f"{flag}: {k} is True or False, got {v!r}")
+            kw[k] = v == "True"
+            continue
+        parse, _ = _flag_type(hints.get(k), fields[k].default)
         try:
-            kw[k] = {"True": True, "False": False}[v] if v in ("True", "False") else \
-                float(v) if "float" in fields[k] else int(v) if "int" in fields[k] else v
-        except ValueError:
-            raise SystemExit(f"{flag}: {k} must be a number, got {v!r}") from None
+            kw[k] = parse(v)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise SystemExit(f"{flag}: {k}={v!r} is not a valid value") from None
     return kw
 
 
@@ -147,9 +155,9 @@ def main(argv=None):
     # ---- RL^2 on the same mazes: trials of (K + 1) * E episodes
     curves = {name: s for name, s in stats.items()}
     if args.rl2_iterations:
-        rl2_cfg = RL2Config(episodes_per_trial=(K + 1) * E, hidden_size=args.rl2_hidden_size,
-                            meta_batch_size=args.rl2_meta_batch_size, num_eval_tasks=args.num_eval_tasks,
-                            **{"num_minibatches": 2, "gamma": 0.99, "lr": 1e-3, **rl2_kw})
+        rl2_cfg = RL2Config(**{"episodes_per_trial": (K + 1) * E, "hidden_size": args.rl2_hidden_size,
+                               "meta_batch_size": args.rl2_meta_batch_size, "num_eval_tasks": args.num_eval_tasks,
+                               "num_minibatches": 2, "gamma": 0.99, "lr": 1e-3, **rl2_kw})
         bb = BlackBox(env, env.task_distribution(), rl2_cfg)
         rl2 = bb.algorithm()
         rstate = rl2.init(jax.random.PRNGKey(args.seed))
