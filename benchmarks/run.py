@@ -69,6 +69,16 @@ def markdown(header, rows) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def speed_table(records: list[dict]) -> str:
+    """The markdown table of the timed measurements, one row each. Summary lines (e.g.
+    maml_locomotion's, whose env_steps_per_s is a dict per path) and the seeds_vmap
+    ratios are left to the raw JSON lines and their own table."""
+    header = ["algorithm", "env", "env steps/s", "s / meta-iteration", "compile s", "peak memory MB", "device", "jax"]
+    timed = [r for r in records
+             if r.get("benchmark") != "seeds_vmap" and isinstance(r.get("env_steps_per_s"), (int, float))]
+    return markdown(header, [_row(r) for r in timed])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -98,10 +108,8 @@ def main(argv=None):
         for line in out.stdout.splitlines():
             if line.startswith("{"):
                 records.append(json.loads(line))
-    header = ["algorithm", "env", "env steps/s", "s / meta-iteration", "compile s", "peak memory MB", "device", "jax"]
     print(f"## Benchmarks, preset {args.preset}\n")
-    timed = [r for r in records if r.get("benchmark") != "seeds_vmap" and "env_steps_per_s" in r]
-    print(markdown(header, [_row(r) for r in timed]))
+    print(speed_table(records))
     seeds = [r for r in records if r.get("benchmark") == "seeds_vmap"]
     if seeds:
         print(f"\n### {args.seeds} vmapped seeds against 1 seed (one process)\n")
