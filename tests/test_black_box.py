@@ -106,6 +106,36 @@ def test_train_step_jit_equals_no_jit(name):
     assert moved > 1e-5
 
 
+def test_annealed_entropy_weight_is_the_constant_one_of_its_step():
+    """An update at step s under the linear schedule equals the update of a config whose
+    constant entropy_coef is the schedule's weight at s (at the start, midway, past the end)."""
+    env = BernoulliBandit(num_arms=3)
+    base = dict(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=1)
+    annealed = RL2Config(**base, entropy_coef=0.5, entropy_coef_final=0.1, entropy_decay_steps=10)
+    np.testing.assert_allclose([annealed.entropy_weight(s) for s in (0, 5, 10, 50)], [0.5, 0.3, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(RL2Config(**base, entropy_coef=0.2).entropy_weight(1000), 0.2, rtol=1e-6)
+    algo = jaxmeta.rl2(env, None, annealed)
+    state = algo.init(jax.random.PRNGKey(0))
+    batch = algo.sample(state, jax.random.PRNGKey(1))
+    moved = {}
+    for step, weight in ((0, 0.5), (5, 0.3), (10, 0.1), (50, 0.1)):
+        at_step = state._replace(step=jnp.asarray(step, jnp.int32))
+        got, metrics = jax.jit(algo.update)(at_step, batch)
+        assert float(metrics["entropy_coef"]) == pytest.approx(weight, rel=1e-6)
+        constant = jaxmeta.rl2(env, None, RL2Config(**base, entropy_coef=weight))
+        want, _ = jax.jit(constant.update)(at_step, batch)
+        for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        moved[step] = got.params
+    # the weight matters: the first and the last update differ
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(moved[0]),
+                                                                jax.tree.leaves(moved[50]))) > 1e-6
+    with pytest.raises(ConfigError, match="entropy_decay_steps"):
+        RL2Config(entropy_decay_steps=-1)
+    with pytest.raises(ConfigError, match="entropy_coef_final"):
+        RL2Config(entropy_coef_final=-0.1)
+
+
 def test_evaluate_curve_shape_and_navigation_gaussian():
     env = make("navigation2d", horizon=5)
     cfg = RL2Config(episodes_per_trial=3, hidden_size=8, meta_batch_size=2, num_eval_tasks=7)

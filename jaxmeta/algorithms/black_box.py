@@ -50,6 +50,11 @@ class BlackBoxConfig:
     clip_eps: float = 0.2
     value_coef: float = 0.5
     entropy_coef: float = 0.01
+    # linear entropy annealing (Wang et al. 2016, "Learning to reinforcement learn", anneal the
+    # entropy weight over training): the weight goes from entropy_coef to entropy_coef_final over
+    # the first entropy_decay_steps train steps, then stays there; 0 steps: a constant entropy_coef
+    entropy_coef_final: float = 0.0
+    entropy_decay_steps: int = 0
     lr: float = 3e-3
     max_grad_norm: float = 1.0
     num_epochs: int = 2
@@ -68,6 +73,8 @@ class BlackBoxConfig:
         check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
         check_float("value_coef", self.value_coef, 0.0, 1e6)
         check_float("entropy_coef", self.entropy_coef, 0.0, 1e6)
+        check_float("entropy_coef_final", self.entropy_coef_final, 0.0, 1e6)
+        check_int("entropy_decay_steps", self.entropy_decay_steps, 0, 1_000_000_000)
         check_float("lr", self.lr, 0.0, 10.0, low_open=True)
         check_float("max_grad_norm", self.max_grad_norm, 0.0, 1e9, low_open=True)
         check_int("num_epochs", self.num_epochs, 1, 1000)
@@ -82,6 +89,13 @@ class BlackBoxConfig:
                 f"num_minibatches must divide meta_batch_size * trials_per_task = {batch}, "
                 f"got {self.num_minibatches}"
             )
+
+    def entropy_weight(self, step):
+        """The entropy bonus's weight at train step `step` (0 for the first update)."""
+        if not self.entropy_decay_steps:
+            return jnp.asarray(self.entropy_coef, jnp.float32)
+        frac = jnp.clip(jnp.asarray(step, jnp.float32) / self.entropy_decay_steps, 0.0, 1.0)
+        return jnp.asarray(self.entropy_coef + frac * (self.entropy_coef_final - self.entropy_coef), jnp.float32)
 
     @property
     def num_trials(self) -> int:
@@ -224,9 +238,11 @@ class BlackBox:
         _, (out, value) = jax.lax.scan(body, carry, windows)
         return out.reshape((T, B) + out.shape[3:]), value.reshape(T, B)
 
-    def loss(self, params, batch):
-        """PPO loss of a minibatch of whole trials (time-major leaves [T, b, ...])."""
+    def loss(self, params, batch, entropy_coef=None):
+        """PPO loss of a minibatch of whole trials (time-major leaves [T, b, ...]); the
+        entropy weight is the config's at step 0 unless given."""
         c = self.config
+        entropy_coef = c.entropy_weight(0) if entropy_coef is None else entropy_coef
         traj, adv, target = batch
         out, value = self.forward(params, traj.inputs)
         dist = self.model.distribution(params, out)
@@ -235,13 +251,15 @@ class BlackBox:
         pg = ppo_clip_loss(log_prob, traj.log_prob, adv, w, c.clip_eps)
         v_loss = 0.5 * weighted_mean((value - target) ** 2, w)
         entropy = weighted_mean(dist.entropy(), w)
-        total = pg + c.value_coef * v_loss - c.entropy_coef * entropy
+        total = pg + c.value_coef * v_loss - entropy_coef * entropy
         approx_kl = weighted_mean(traj.log_prob - log_prob, w)
         return total, {"pg_loss": pg, "value_loss": v_loss, "entropy": entropy, "approx_kl": approx_kl}
 
-    def ppo_update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey):
-        """PPO epochs over minibatches of whole trials; traj leaves are [T, B, ...]."""
+    def ppo_update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey, step=0):
+        """PPO epochs over minibatches of whole trials at train step `step` (it sets the
+        entropy weight); traj leaves are [T, B, ...]."""
         c = self.config
+        entropy_coef = c.entropy_weight(step)
         adv, target = self.advantages(traj)
         if c.normalize_advantages:
             adv = weighted_normalize(adv, traj.valid)
@@ -249,7 +267,7 @@ class BlackBox:
         B = traj.reward.shape[1]
         nmb = c.num_minibatches
         opt = self._optimizer()
-        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+        grad_fn = jax.value_and_grad(lambda p, mb: self.loss(p, mb, entropy_coef), has_aux=True)
 
         def minibatch(carry, mb):
             params, opt_state = carry
@@ -288,12 +306,14 @@ class BlackBox:
     def update(self, state: BlackBoxState, batch: TrialBatch):
         """PPO epochs on one sampled batch of trials, whatever collected it."""
         traj = batch.traj
-        params, opt_state, info = self.ppo_update(state.params, state.opt_state, traj, batch.key)
+        params, opt_state, info = self.ppo_update(state.params, state.opt_state, traj, batch.key, state.step)
         metrics = {
             "trial_reward": jnp.mean(jnp.sum(traj.reward, axis=0)),
             "env_steps": jnp.asarray(traj.reward.size, jnp.int32),
             **info,
         }
+        if self.config.entropy_decay_steps:  # the annealed weight this update used
+            metrics["entropy_coef"] = self.config.entropy_weight(state.step)
         if traj.success is not None:  # success rate of the first and the last episode of the trials
             success = trial_episode_success(traj, self.config.episodes_per_trial)  # [B, n]
             metrics["first_episode_success"] = jnp.mean(success[:, 0])
