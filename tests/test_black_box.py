@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxmeta
@@ -104,6 +105,39 @@ def test_train_step_jit_equals_no_jit(name):
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params),
                                                                 jax.tree.leaves(state.params)))
     assert moved > 1e-5
+
+
+@pytest.mark.parametrize("cfg", [RL2Config(episodes_per_trial=8, hidden_size=8, meta_batch_size=4, num_minibatches=1),
+                                 SNAILConfig(episodes_per_trial=8, filters=4, key_size=4, value_size=4,
+                                             meta_batch_size=4, num_minibatches=1)])
+def test_separate_value_network_keeps_the_value_loss_off_the_policy(cfg):
+    env = BernoulliBandit(num_arms=3)
+    shared = BlackBox(env, env.task_distribution(), cfg)
+    sep = BlackBox(env, env.task_distribution(), type(cfg)(**{**cfg.__dict__, "separate_value": True}))
+    params = sep.model.init(jax.random.PRNGKey(1))
+    assert set(params) == {"net", "value_net"}
+    xs = jax.random.normal(jax.random.PRNGKey(0), (8, 4, 3 + 1 + 2))
+    out, value = sep.forward(params, xs)
+    # the policy is the shared network's policy head on "net"; the value its value head on "value_net"
+    out_net, value_net_of_net = shared.forward({"net": params["net"]}, xs)
+    _, value_of_value_net = shared.forward({"net": params["value_net"]}, xs)
+    np.testing.assert_allclose(out, out_net, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, value_of_value_net, rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(value - value_net_of_net))) > 1e-4  # two networks, not one
+    # the value loss moves only the value network; the policy loss only the policy network
+    value_grad = jax.grad(lambda p: jnp.mean(sep.forward(p, xs)[1] ** 2))(params)
+    policy_grad = jax.grad(lambda p: jnp.mean(sep.forward(p, xs)[0] ** 2))(params)
+    norm = lambda tree: float(optax.tree.norm(tree))
+    assert norm(value_grad["net"]) == 0.0 and norm(value_grad["value_net"]) > 0.0
+    assert norm(policy_grad["value_net"]) == 0.0 and norm(policy_grad["net"]) > 0.0
+    # a whole train step runs, jitted as not
+    algo = jaxmeta.rl2(env, None, sep.config) if isinstance(cfg, RL2Config) else jaxmeta.snail(env, None, sep.config)
+    state = algo.init(jax.random.PRNGKey(2))
+    s1, m1 = algo.train_step(state, jax.random.PRNGKey(3))
+    s2, m2 = jax.jit(algo.train_step)(state, jax.random.PRNGKey(3))
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert np.isfinite(float(m1["value_loss"]))
 
 
 def test_annealed_entropy_weight_is_the_constant_one_of_its_step():

@@ -61,6 +61,9 @@ class BlackBoxConfig:
     num_minibatches: int = 2
     bptt_window: int = 0  # 0: backprop through whole trials
     normalize_advantages: bool = True
+    # the value from a second network of the same architecture (own weights and memory), so
+    # the value loss does not share the policy's weights
+    separate_value: bool = False
     num_eval_tasks: int = 1000
     eval_seed: int = 0
 
@@ -81,6 +84,7 @@ class BlackBoxConfig:
         check_int("num_minibatches", self.num_minibatches, 1, 1_000_000)
         check_int("bptt_window", self.bptt_window, 0, 10_000_000)
         check_bool("normalize_advantages", self.normalize_advantages)
+        check_bool("separate_value", self.separate_value)
         check_int("num_eval_tasks", self.num_eval_tasks, 1, 10_000_000)
         check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
         batch = self.meta_batch_size * self.trials_per_task
@@ -149,7 +153,8 @@ def trial_length(env, config: BlackBoxConfig) -> int:
 def make_model(env, config: BlackBoxConfig):
     """The sequence policy a config describes (its architecture fields), sized for `env`'s trials."""
     continuous = isinstance(env.action_space, Box)
-    common = dict(input_dim=trial_input_dim(env), num_outputs=action_dim(env), continuous=continuous)
+    common = dict(input_dim=trial_input_dim(env), num_outputs=action_dim(env), continuous=continuous,
+                  separate_value=config.separate_value)
     if isinstance(config, GRUArchitecture):
         return GRUPolicy(**common, arch=config)
     if isinstance(config, SNAILArchitecture):

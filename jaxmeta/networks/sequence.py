@@ -414,29 +414,49 @@ class SNAILNet(nn.Module):
 
 @dataclass(frozen=True)
 class _SequencePolicy:
-    """Common plumbing: params, distributions, step == apply on a length-1 window."""
+    """Common plumbing: params, distributions, step == apply on a length-1 window.
+
+    `separate_value`: the value comes from a second network of the same architecture with
+    its own parameters and memory (params "value_net", carry `(policy carry, value
+    carry)`), so the value loss never moves the policy's weights; otherwise one network
+    carries both heads."""
 
     input_dim: int
     num_outputs: int  # actions (discrete) or action dimensions (continuous)
     continuous: bool
+    separate_value: bool = False
 
     def _net(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def initial_carry(self, batch_size: int, dtype=None) -> Any:  # pragma: no cover
+    def _net_carry(self, batch_size: int, dtype=None) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def initial_carry(self, batch_size: int, dtype=None) -> Any:
+        """The memory at the start of a trial (a pair of them with `separate_value`)."""
+        carry = self._net_carry(batch_size, dtype)
+        return (carry, carry) if self.separate_value else carry
+
     def init(self, key) -> dict:
-        carry = self.initial_carry(1)
+        carry = self._net_carry(1)
         dtype = default_float()
-        params = {"net": self._net().init(key, carry, jnp.zeros((1, 1, self.input_dim), dtype))["params"]}
+        x = jnp.zeros((1, 1, self.input_dim), dtype)
+        params = {"net": self._net().init(key, carry, x)["params"]}
+        if self.separate_value:
+            params["value_net"] = self._net().init(jax.random.fold_in(key, 1), carry, x)["params"]
         if self.continuous:
             params["log_std"] = jnp.zeros((self.num_outputs,), dtype)
         return params
 
     def apply(self, params, carry, xs):
         """Whole window: xs [T, B, D] -> (carry, (policy_out [T, B, A], value [T, B]))."""
-        return self._net().apply({"params": params["net"]}, carry, xs)
+        net = self._net()
+        if not self.separate_value:
+            return net.apply({"params": params["net"]}, carry, xs)
+        policy_carry, value_carry = carry
+        policy_carry, (out, _) = net.apply({"params": params["net"]}, policy_carry, xs)
+        value_carry, (_, value) = net.apply({"params": params["value_net"]}, value_carry, xs)
+        return (policy_carry, value_carry), (out, value)
 
     def step(self, params, carry, x):
         """One step: x [B, D] -> (carry, (policy_out [B, A], value [B]))."""
@@ -460,12 +480,13 @@ class GRUPolicy(_SequencePolicy):
     def __post_init__(self):
         check_int("input_dim", self.input_dim, 1, 1_000_000)
         check_int("num_outputs", self.num_outputs, 1, 1_000_000)
+        check_bool("separate_value", self.separate_value)
 
     def _net(self):
         net = LSTMNet if self.arch.cell == "lstm" else GRUNet
         return net(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat)
 
-    def initial_carry(self, batch_size: int, dtype=None):
+    def _net_carry(self, batch_size: int, dtype=None):
         """h [B, H] (GRU) or `LSTMCarry(c, h)` of [B, H] each (LSTM), zeros."""
         h = jnp.zeros((batch_size, self.arch.hidden_size), dtype or default_float())  # [B, H]
         return LSTMCarry(h, h) if self.arch.cell == "lstm" else h
@@ -480,6 +501,7 @@ class SNAILPolicy(_SequencePolicy):
 
     def __post_init__(self):
         check_int("context", self.context, 1, 1_000_000)
+        check_bool("separate_value", self.separate_value)
 
     def _net(self):
         a = self.arch
@@ -492,7 +514,7 @@ class SNAILPolicy(_SequencePolicy):
         return snail_layout(a.blocks, self.context, self.input_dim, a.filters, a.key_size, a.value_size,
                             a.num_heads)
 
-    def initial_carry(self, batch_size: int, dtype=None) -> SNAILCarry:
+    def _net_carry(self, batch_size: int, dtype=None) -> SNAILCarry:
         dtype = dtype or default_float()
         plan = self.layout
         a = self.arch
