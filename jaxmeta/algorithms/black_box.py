@@ -98,8 +98,8 @@ class BlackBoxConfig:
         """The entropy bonus's weight at train step `step` (0 for the first update)."""
         if not self.entropy_decay_steps:
             return jnp.asarray(self.entropy_coef, jnp.float32)
-        frac = jnp.clip(jnp.asarray(step, jnp.float32) / self.entropy_decay_steps, 0.0, 1.0)
-        return jnp.asarray(self.entropy_coef + frac * (self.entropy_coef_final - self.entropy_coef), jnp.float32)
+        schedule = optax.linear_schedule(self.entropy_coef, self.entropy_coef_final, self.entropy_decay_steps)
+        return jnp.asarray(schedule(step), jnp.float32)
 
     @property
     def num_trials(self) -> int:
