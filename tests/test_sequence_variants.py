@@ -34,6 +34,9 @@ VARIANT_MODELS = {
     "lstm": lambda: _lstm(8),
     "lstm_gauss": lambda: GRUPolicy(input_dim=D, num_outputs=2, continuous=True,
                                     arch=GRUArchitecture(hidden_size=8, cell="lstm")),
+    "gru_ln": lambda: GRUPolicy(input_dim=D, num_outputs=A, continuous=False,
+                                arch=GRUArchitecture(hidden_size=8, layer_norm=True)),
+    "lstm_ln": lambda: _lstm(8, layer_norm=True),
     "snail_heads": lambda: SNAILPolicy(input_dim=D, num_outputs=A, continuous=False, context=T,
                                        arch=SNAILArchitecture(filters=6, key_size=3, value_size=4, num_heads=3,
                                                               blocks=("tc", "attn"))),
@@ -113,6 +116,71 @@ def test_lstm_step_matches_the_direct_formula():
                                rtol=1e-5, atol=1e-6)
     # the cell state carries what the output gate hides: c' differs from h'
     assert np.max(np.abs(c - h)) > 0.1
+
+
+# --------------------------------------------------------------------------- layer norm
+
+
+def _ln(z, scale, bias, blocks):
+    zb = z.reshape(*z.shape[:-1], blocks, -1)
+    zb = (zb - zb.mean(-1, keepdims=True)) / np.sqrt(zb.var(-1, keepdims=True) + 1e-5)
+    return zb.reshape(z.shape) * scale + bias
+
+
+def test_layer_norm_gru_step_matches_the_direct_formula():
+    """With layer_norm the GRU's step is, in float64 NumPy: each gate block of x W and of h U
+    normalised on its own (mean 0, variance 1 over its H units) with its gain and bias, then
+    r, z = sigmoid(.), n = tanh(x_n + r (h_n + b_hn)), h' = (1 - z) n + z h."""
+    H = 6
+    model = GRUPolicy(input_dim=D, num_outputs=A, continuous=False, arch=GRUArchitecture(hidden_size=H, layer_norm=True))
+    params = _noisy(model.init(jax.random.PRNGKey(1)))
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    x, h0 = jax.random.normal(k1, (B, D)), jnp.tanh(jax.random.normal(k2, (B, H)))
+    h1, (logits, _) = model.step(params, h0, x)
+
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["net"])
+    x, h0 = np.asarray(x, np.float64), np.asarray(h0, np.float64)
+    gx = np.split(_ln(x @ p["w_i"], p["ln_x_scale"], p["ln_x_bias"], 3) + p["b_i"], 3, axis=-1)
+    gh = np.split(_ln(h0 @ p["w_h"], p["ln_h_scale"], p["ln_h_bias"], 3), 3, axis=-1)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    r, z = sig(gx[0] + gh[0]), sig(gx[1] + gh[1])
+    n = np.tanh(gx[2] + r * (gh[2] + p["b_hn"]))
+    h = (1 - z) * n + z * h0
+    np.testing.assert_allclose(h1, h, rtol=1e-5, atol=1e-6)
+    heads = p["heads"]
+    np.testing.assert_allclose(logits, h @ heads["policy"]["kernel"] + heads["policy"]["bias"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_layer_norm_makes_the_cell_blind_to_weight_scale(cell):
+    """What the normalisation is for: scaling a gate's input or recurrent weights by any
+    positive factor leaves the layer-normed cell's outputs unchanged (up to the 1e-5 added
+    to each block's variance), and changes the plain cell's."""
+    outs = {}
+    for ln in (False, True):
+        model = GRUPolicy(input_dim=D, num_outputs=A, continuous=False,
+                          arch=GRUArchitecture(hidden_size=8, cell=cell, layer_norm=ln))
+        params = _noisy(model.init(jax.random.PRNGKey(4)))
+        xs = jax.random.normal(jax.random.PRNGKey(5), (T, B, D))
+        scaled = jax.tree.map(lambda a: a, params)
+        G = params["net"]["w_h"].shape[-1] // 8
+        scale = jnp.repeat(jnp.linspace(3.0, 7.0, G), 8)  # one factor per gate block
+        scaled["net"] = {**params["net"], "w_i": params["net"]["w_i"] * scale, "w_h": params["net"]["w_h"] * scale}
+        _, (o1, v1) = model.apply(params, model.initial_carry(B), xs)
+        _, (o2, v2) = model.apply(scaled, model.initial_carry(B), xs)
+        outs[ln] = float(jnp.max(jnp.abs(o1 - o2)) + jnp.max(jnp.abs(v1 - v2)))
+    assert outs[True] < 2e-3 and outs[False] > 0.1, outs
+
+
+def test_layer_norm_params_only_when_asked():
+    plain = GRUPolicy(input_dim=D, num_outputs=A, continuous=False, arch=GRUArchitecture(hidden_size=8))
+    normed = GRUPolicy(input_dim=D, num_outputs=A, continuous=False, arch=GRUArchitecture(hidden_size=8, layer_norm=True))
+    extra = set(normed.init(jax.random.PRNGKey(0))["net"]) - set(plain.init(jax.random.PRNGKey(0))["net"])
+    assert extra == {"ln_x_scale", "ln_x_bias", "ln_h_scale", "ln_h_bias"}
+    p = normed.init(jax.random.PRNGKey(0))["net"]
+    assert p["ln_x_scale"].shape == (24,) and bool(jnp.all(p["ln_x_scale"] == 1)) and bool(jnp.all(p["ln_h_bias"] == 0))
+    with pytest.raises(ConfigError, match="layer_norm"):
+        GRUArchitecture(layer_norm="yes")
 
 
 def test_lstm_remat_changes_nothing_but_memory():

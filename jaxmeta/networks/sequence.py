@@ -77,16 +77,21 @@ class GRUArchitecture:
     Schmidhuber 1997 with a forget gate, Gers et al. 2000; forget-gate bias 1 at init).
     `remat` recomputes the cell's gates in the backward pass: less memory traffic, faster
     for small cells over many trials on a CPU (see `gru_sequence`); values are unchanged.
+    `layer_norm` normalises the cell's input and recurrent projections, each gate's block on
+    its own, with a learned gain and bias (Ba et al. 2016, "Layer Normalization"; the
+    recurrent layers of the RL^2 authors' rllab code offer the same option); see `block_ln`.
     """
 
     hidden_size: int = 256
     remat: bool = False
     cell: str = "gru"
+    layer_norm: bool = False
 
     def __post_init__(self):
         check_int("hidden_size", self.hidden_size, 1, 65_536)
         check_bool("remat", self.remat)
         check_choice("cell", self.cell, CELLS)
+        check_bool("layer_norm", self.layer_norm)
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,27 @@ class SNAILArchitecture:
 # --------------------------------------------------------------------------- GRU, LSTM
 
 
-def gru_cell(h, g, w_h, b_hn):
-    """One GRU step (Cho et al. 2014). h: [B, H]; g: [B, 3H] input projection."""
+LN_EPS = 1e-5
+
+
+def block_ln(z, ln: dict | None, blocks: int):
+    """Layer normalisation of each of the `blocks` gate blocks of a projection z [..., G*H]
+    on its own (mean 0, variance 1 over the block's H units), then the learned gain and
+    bias `ln = {"scale": [G*H], "bias": [G*H]}`. `ln` None: z unchanged."""
+    if ln is None:
+        return z
+    zb = z.reshape(*z.shape[:-1], blocks, z.shape[-1] // blocks)
+    mean = zb.mean(-1, keepdims=True)
+    var = jnp.square(zb - mean).mean(-1, keepdims=True)
+    zb = (zb - mean) * lax.rsqrt(var + LN_EPS)
+    return zb.reshape(z.shape) * ln["scale"] + ln["bias"]
+
+
+def gru_cell(h, g, w_h, b_hn, ln_h: dict | None = None):
+    """One GRU step (Cho et al. 2014). h: [B, H]; g: [B, 3H] input projection; `ln_h`:
+    the layer-norm gain and bias of the recurrent projection (None: no normalisation)."""
     H = h.shape[-1]
-    g_h = h @ w_h  # [B, 3H]
+    g_h = block_ln(h @ w_h, ln_h, 3)  # [B, 3H]
     r = jax.nn.sigmoid(g[..., :H] + g_h[..., :H])
     z = jax.nn.sigmoid(g[..., H : 2 * H] + g_h[..., H : 2 * H])
     n = jnp.tanh(g[..., 2 * H :] + r * (g_h[..., 2 * H :] + b_hn))
@@ -142,16 +164,17 @@ class LSTMCarry(NamedTuple):
     h: jax.Array
 
 
-def lstm_cell(carry: LSTMCarry, g, w_h) -> LSTMCarry:
+def lstm_cell(carry: LSTMCarry, g, w_h, ln_h: dict | None = None) -> LSTMCarry:
     """One LSTM step (Hochreiter & Schmidhuber 1997; forget gate of Gers et al. 2000).
 
     carry: (c, h) each [B, H]; g: [B, 4H] input projection with its bias, gates in the
     order input, forget, candidate, output. No peepholes:
       i, f, o = sigmoid(.), c' = f * c + i * tanh(candidate), h' = o * tanh(c').
+    `ln_h`: the layer-norm gain and bias of the recurrent projection (None: none).
     """
     c, h = carry
     H = h.shape[-1]
-    z = g + h @ w_h  # [B, 4H]
+    z = g + block_ln(h @ w_h, ln_h, 4)  # [B, 4H]
     i = jax.nn.sigmoid(z[..., :H])
     f = jax.nn.sigmoid(z[..., H : 2 * H])
     c = f * c + i * jnp.tanh(z[..., 2 * H : 3 * H])
@@ -193,10 +216,13 @@ def gru_sequence(p: dict, h, xs, remat: bool = False):
     dominates (small hidden size, many trials: GRU 64 x 2048 trials, 1.4x), slower where
     the matmuls do (GRU 256 x 128 trials, 0.8x); see docs/benchmarks.md. `remat`
     changes speed and memory, never values.
+
+    With layer normalisation, p also holds "ln_x" and "ln_h" (`block_ln` gains and biases of
+    the input and recurrent projections).
     """
 
     def cell(h, x):
-        h = gru_cell(h, x @ p["w_i"] + p["b_i"], p["w_h"], p["b_hn"])
+        h = gru_cell(h, block_ln(x @ p["w_i"], p.get("ln_x"), 3) + p["b_i"], p["w_h"], p["b_hn"], p.get("ln_h"))
         return h, h
 
     return _recurrent_sequence(cell, p["heads"], h, xs, remat)
@@ -211,7 +237,7 @@ def lstm_sequence(p: dict, carry: LSTMCarry, xs, remat: bool = False):
     """
 
     def cell(carry, x):
-        carry = lstm_cell(carry, x @ p["w_i"] + p["b_i"], p["w_h"])
+        carry = lstm_cell(carry, block_ln(x @ p["w_i"], p.get("ln_x"), 4) + p["b_i"], p["w_h"], p.get("ln_h"))
         return carry, carry.h
 
     return _recurrent_sequence(cell, p["heads"], carry, xs, remat)
@@ -224,6 +250,15 @@ def _lstm_bias_init(key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype).at[H : 2 * H].set(1.0)
 
 
+def _ln_params(module: nn.Module, width: int, dtype) -> dict:
+    """Layer-norm gains (ones) and biases (zeros) of the input and recurrent projections."""
+    return {
+        name: {"scale": module.param(f"{name}_scale", nn.initializers.ones, (width,), dtype),
+               "bias": module.param(f"{name}_bias", nn.initializers.zeros, (width,), dtype)}
+        for name in ("ln_x", "ln_h")
+    }
+
+
 class GRUNet(nn.Module):
     """Declares the GRU and head parameters; the computation is `gru_sequence`."""
 
@@ -231,6 +266,7 @@ class GRUNet(nn.Module):
     num_outputs: int
     continuous: bool = False
     remat: bool = False
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, h, xs):  # h: [B, H]; xs: [T, B, D]
@@ -246,6 +282,8 @@ class GRUNet(nn.Module):
             "b_hn": self.param("b_hn", nn.initializers.zeros, (H,), dtype),
             "heads": heads.variables["params"],
         }
+        if self.layer_norm:
+            p.update(_ln_params(self, 3 * H, dtype))
         return gru_sequence(p, h, xs, self.remat)
 
 
@@ -257,6 +295,7 @@ class LSTMNet(nn.Module):
     num_outputs: int
     continuous: bool = False
     remat: bool = False
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, carry: LSTMCarry, xs):  # carry: (c, h) each [B, H]; xs: [T, B, D]
@@ -271,6 +310,8 @@ class LSTMNet(nn.Module):
             "w_h": self.param("w_h", nn.initializers.orthogonal(), (H, 4 * H), dtype),
             "heads": heads.variables["params"],
         }
+        if self.layer_norm:
+            p.update(_ln_params(self, 4 * H, dtype))
         return lstm_sequence(p, carry, xs, self.remat)
 
 
@@ -484,7 +525,7 @@ class GRUPolicy(_SequencePolicy):
 
     def _net(self):
         net = LSTMNet if self.arch.cell == "lstm" else GRUNet
-        return net(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat)
+        return net(self.arch.hidden_size, self.num_outputs, self.continuous, self.arch.remat, self.arch.layer_norm)
 
     def _net_carry(self, batch_size: int, dtype=None):
         """h [B, H] (GRU) or `LSTMCarry(c, h)` of [B, H] each (LSTM), zeros."""
