@@ -170,6 +170,39 @@ def test_annealed_entropy_weight_is_the_constant_one_of_its_step():
         RL2Config(entropy_coef_final=-0.1)
 
 
+def test_annealed_learning_rate_is_the_constant_one_of_its_train_step():
+    """With lr_decay_steps every minibatch step of train step s moves the params by Adam's
+    direction times the schedule's rate at s: the annealed optimizer's updates are those of
+    Adam at rate 1 scaled by lr(s), at the start, midway and past the end of the schedule;
+    `update` logs that rate and a resumed run (the optimizer's count) continues it."""
+    env = BernoulliBandit(num_arms=3)
+    base = dict(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=3)
+    cfg = RL2Config(**base, lr=0.02, lr_final=0.002, lr_decay_steps=4)
+    np.testing.assert_allclose([cfg.learning_rate(s) for s in (0, 2, 4, 9)], [0.02, 0.011, 0.002, 0.002], rtol=1e-6)
+    np.testing.assert_allclose(RL2Config(**base, lr=0.01).learning_rate(100), 0.01, rtol=1e-6)
+    algo = jaxmeta.rl2(env, None, cfg)
+    annealed = BlackBox(env, env.task_distribution(), cfg)._optimizer()
+    unit = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(1.0, eps=1e-5))
+    params = {"w": jnp.ones(3)}
+    sa, su = annealed.init(params), unit.init(params)
+    per_step = 3 * 2
+    for count in range(7 * per_step):  # 7 train steps of 6 minibatch steps each
+        g = {"w": jnp.sin(jnp.arange(3.0) + count)}
+        ua, sa = annealed.update(g, sa, params)
+        uu, su = unit.update(g, su, params)
+        np.testing.assert_allclose(ua["w"], float(cfg.learning_rate(count // per_step)) * uu["w"], rtol=1e-5)
+    state = algo.init(jax.random.PRNGKey(0))
+    batch = algo.sample(state, jax.random.PRNGKey(1))
+    state, m0 = jax.jit(algo.update)(state, batch)
+    state, m1 = jax.jit(algo.update)(state, batch)
+    assert (float(m0["lr"]), float(m1["lr"])) == (pytest.approx(0.02), pytest.approx(0.0155))
+    assert "lr" not in jax.jit(jaxmeta.rl2(env, None, RL2Config(**base)).update)(state, batch)[1]
+    with pytest.raises(ConfigError, match="lr_decay_steps"):
+        RL2Config(lr_decay_steps=-1)
+    with pytest.raises(ConfigError, match="lr_final"):
+        RL2Config(lr_final=-1.0)
+
+
 def test_evaluate_curve_shape_and_navigation_gaussian():
     env = make("navigation2d", horizon=5)
     cfg = RL2Config(episodes_per_trial=3, hidden_size=8, meta_batch_size=2, num_eval_tasks=7)

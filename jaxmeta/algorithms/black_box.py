@@ -56,6 +56,11 @@ class BlackBoxConfig:
     entropy_coef_final: float = 0.0
     entropy_decay_steps: int = 0
     lr: float = 3e-3
+    # linear learning-rate annealing: from lr to lr_final over the first lr_decay_steps train
+    # steps, then constant (every minibatch step of one train step uses that step's rate);
+    # 0 steps: a constant lr
+    lr_final: float = 0.0
+    lr_decay_steps: int = 0
     max_grad_norm: float = 1.0
     num_epochs: int = 2
     num_minibatches: int = 2
@@ -79,6 +84,8 @@ class BlackBoxConfig:
         check_float("entropy_coef_final", self.entropy_coef_final, 0.0, 1e6)
         check_int("entropy_decay_steps", self.entropy_decay_steps, 0, 1_000_000_000)
         check_float("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_float("lr_final", self.lr_final, 0.0, 10.0)
+        check_int("lr_decay_steps", self.lr_decay_steps, 0, 1_000_000_000)
         check_float("max_grad_norm", self.max_grad_norm, 0.0, 1e9, low_open=True)
         check_int("num_epochs", self.num_epochs, 1, 1000)
         check_int("num_minibatches", self.num_minibatches, 1, 1_000_000)
@@ -100,6 +107,12 @@ class BlackBoxConfig:
             return jnp.asarray(self.entropy_coef, jnp.float32)
         schedule = optax.linear_schedule(self.entropy_coef, self.entropy_coef_final, self.entropy_decay_steps)
         return jnp.asarray(schedule(step), jnp.float32)
+
+    def learning_rate(self, step):
+        """The learning rate of train step `step` (0 for the first update)."""
+        if not self.lr_decay_steps:
+            return jnp.asarray(self.lr, jnp.float32)
+        return jnp.asarray(optax.linear_schedule(self.lr, self.lr_final, self.lr_decay_steps)(step), jnp.float32)
 
     @property
     def num_trials(self) -> int:
@@ -190,7 +203,11 @@ class BlackBox:
 
     def _optimizer(self) -> optax.GradientTransformation:
         c = self.config
-        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr, eps=1e-5))
+        lr = c.lr
+        if c.lr_decay_steps:  # optax counts minibatch steps; the schedule is in train steps
+            per_step = c.num_epochs * c.num_minibatches
+            lr = lambda count: c.learning_rate(count // per_step)  # noqa: E731
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
 
     # ----------------------------------------------------------------- acting
     def act(self, params, carry, x, key):
@@ -319,6 +336,8 @@ class BlackBox:
         }
         if self.config.entropy_decay_steps:  # the annealed weight this update used
             metrics["entropy_coef"] = self.config.entropy_weight(state.step)
+        if self.config.lr_decay_steps:  # the annealed learning rate this update used
+            metrics["lr"] = self.config.learning_rate(state.step)
         if traj.success is not None:  # success rate of the first and the last episode of the trials
             success = trial_episode_success(traj, self.config.episodes_per_trial)  # [B, n]
             metrics["first_episode_success"] = jnp.mean(success[:, 0])
