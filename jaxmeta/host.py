@@ -65,6 +65,13 @@ def _seed(key: PRNGKey) -> int:
     return int(jax.random.randint(key, (), 0, 2**30))
 
 
+def _host_keys(keys) -> np.ndarray:
+    """Per-step keys [T, ...] as one host array, read once: indexing it at every step
+    costs nothing, where indexing a device array is one dispatch per step (about 0.5 ms
+    of the learner's time per step, measured in docs/benchmarks.md)."""
+    return np.asarray(keys)
+
+
 def _tree_rows(tree, start: int, stop: int):
     return jax.tree.map(lambda x: x[start:stop], tree)
 
@@ -148,6 +155,7 @@ class HostCollector:
         sim = self.sim(M * E)
         self._set_tasks(sim, tasks, E)
         k_reset, act_keys = self.stage(_episode_keys, ("horizon",))(keys, horizon=H)  # [M, 2], [H, M, 2]
+        act_keys = _host_keys(act_keys)
         step = self.stage(_EpisodeStep(act, params_axis))
         obs = sim.reset(_seed(k_reset[0])).reshape(M, E, -1)
         if getattr(sim, "pipelined", False) and M >= 2:
@@ -155,16 +163,16 @@ class HostCollector:
         alive = np.ones((M, E), dtype)
         rec = {k: [] for k in Trajectory._fields}
         for t in range(H):
-            action, log_prob = step(params, jnp.asarray(obs, dtype), act_keys[t])
-            action = np.asarray(action)
+            obs = obs.astype(dtype)  # a copy: the record never aliases a simulator's buffer
+            action, log_prob = jax.device_get(step(params, obs, act_keys[t]))
             next_obs, reward, terminated, success = _sim_step(sim, action.reshape((M * E,) + action.shape[2:]))
             if success is not None:
                 rec["success"].append(success.reshape(M, E).astype(dtype) * alive)
-            rec["obs"].append(obs.astype(dtype))
+            rec["obs"].append(obs)
             rec["action"].append(action)
             rec["reward"].append(reward.reshape(M, E).astype(dtype) * alive)
             rec["valid"].append(alive.copy())
-            rec["log_prob"].append(np.asarray(log_prob))
+            rec["log_prob"].append(log_prob)
             alive = alive * (1.0 - terminated.reshape(M, E).astype(dtype))
             obs = next_obs.reshape(M, E, -1)
         return _stack(rec, Trajectory)
@@ -196,11 +204,10 @@ class HostCollector:
         def launch(i, t):  # group i's actions at step t, sent to the simulator
             g = groups[i]
             rec["obs"][t][g], rec["valid"][t][g] = obs[g], alive[g]
-            action, log_prob = step(group_params[i], jnp.asarray(obs[g], dtype), group_keys[i][t])
-            action = np.asarray(action)
+            action, log_prob = jax.device_get(step(group_params[i], obs[g].astype(dtype, copy=False), group_keys[i][t]))
             if rec["action"][t] is None:
                 rec["action"][t] = np.zeros((M,) + action.shape[1:], action.dtype)
-            rec["action"][t][g], rec["log_prob"][t][g] = action, np.asarray(log_prob)
+            rec["action"][t][g], rec["log_prob"][t][g] = action, log_prob
             sim.step_send(rows[i], action.reshape((len(g) * E,) + action.shape[2:]))
 
         for i in range(2):
@@ -236,6 +243,7 @@ class HostCollector:
         sim = self.sim(M * E)
         self._set_tasks(sim, tasks, E)
         k_reset, act_keys = self.stage(_trial_keys, ("length",))(keys, length=T)  # [M, 2], [T, M, 2]
+        act_keys = _host_keys(act_keys)
         step = self.stage(_TrialStep(act, self.env))
         carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (M,) + c.shape), carry)
         space = self.env.action_space
@@ -252,22 +260,22 @@ class HostCollector:
             if h == 0:  # a new episode of every trial: the memory is kept, the simulator reset
                 obs = sim.reset(seed + (t // H) * sim.num_envs).reshape(M, E, -1)
                 alive = np.ones((M, E), dtype)
-            carry, action, log_prob, value, x = step(params, carry, jnp.asarray(obs, dtype), prev_action,
-                                                     prev_reward, prev_done, act_keys[t])
-            action = np.asarray(action)
+            carry, *out = step(params, carry, obs.astype(dtype, copy=False), prev_action, prev_reward, prev_done,
+                               act_keys[t])
+            action, log_prob, value, x = jax.device_get(out)  # one transfer; the memory stays on the device
             next_obs, reward, terminated, success = _sim_step(sim, action.reshape((M * E,) + action.shape[2:]))
             if success is not None:
                 rec["success"].append(success.reshape(M, E).astype(dtype) * alive)
             reward = reward.reshape(M, E).astype(dtype) * alive
             terminated = terminated.reshape(M, E).astype(dtype) * alive
             last = np.full((M, E), float(h == H - 1), dtype)
-            rec["inputs"].append(np.asarray(x))
+            rec["inputs"].append(x)
             rec["action"].append(action)
             rec["reward"].append(reward)
             rec["valid"].append(alive.copy())
             rec["done"].append(last)
-            rec["log_prob"].append(np.asarray(log_prob))
-            rec["value"].append(np.asarray(value))
+            rec["log_prob"].append(log_prob)
+            rec["value"].append(value)
             alive = alive - terminated
             prev_action, prev_reward, prev_done = action, reward, np.maximum(last, terminated)
             obs = next_obs.reshape(M, E, -1)
