@@ -174,7 +174,8 @@ def test_annealed_learning_rate_is_the_constant_one_of_its_train_step():
     """With lr_decay_steps every minibatch step of train step s moves the params by Adam's
     direction times the schedule's rate at s: the annealed optimizer's updates are those of
     Adam at rate 1 scaled by lr(s), at the start, midway and past the end of the schedule;
-    `update` logs that rate and a resumed run (the optimizer's count) continues it."""
+    the rate follows the optimizer's own count (kept in the checkpointed state), and
+    `update` logs the rate of consecutive train steps."""
     env = BernoulliBandit(num_arms=3)
     base = dict(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=3)
     cfg = RL2Config(**base, lr=0.02, lr_final=0.002, lr_decay_steps=4)
