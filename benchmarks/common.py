@@ -140,4 +140,5 @@ def emit(record: dict) -> None:
 def maml_config_record(config, horizon: int) -> dict:
     """The MAML config fields a benchmark line reports."""
     return {"meta_batch_size": config.meta_batch_size, "num_episodes": config.num_episodes, "horizon": horizon,
-            "num_inner_steps": config.num_inner_steps, "hidden_sizes": config.hidden_sizes, "outer": config.outer}
+            "num_inner_steps": config.num_inner_steps, "hidden_sizes": config.hidden_sizes, "outer": config.outer,
+            **({"cg_subsample": config.cg_subsample} if config.cg_subsample != 1.0 else {})}

@@ -107,7 +107,7 @@ def run_one(args, workers: int, pipelined: bool) -> dict:
 
     env = envs.make("metaworld-ml1", task_name=args.task, horizon=args.horizon, num_workers=workers)
     config = MAMLConfig(hidden_sizes=(64, 64), meta_batch_size=args.meta_batch_size, num_episodes=args.num_episodes,
-                        outer="trpo")
+                        outer="trpo", cg_subsample=args.cg_subsample)
     clock = {"sim": 0.0}
     sims = []
 
@@ -177,6 +177,8 @@ def main(argv=None):
     p.add_argument("--num-episodes", type=int, default=10)
     p.add_argument("--horizon", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cg-subsample", type=float, default=1.0,
+                   help="fraction of the tasks the TRPO step's Fisher-vector products use (default: 1, all)")
     p.add_argument("--pipelined", default="1", help="comma-separated 0 (one blocking step per time step) / "
                    "1 (the policy of half the tasks overlaps the stepping of the other half); default: 1")
     p.add_argument("--one", default=None, help="WORKERS,PIPELINED: run one setting in this process (internal)")

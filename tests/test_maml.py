@@ -110,6 +110,34 @@ def test_trpo_step_respects_kl_through_adaptation_and_improves(kw):
     assert float(m.outer_loss(new_meta, batch)) < float(m.outer_loss(meta, batch))
 
 
+def test_trpo_fisher_on_a_subsample_of_tasks():
+    """`cg_subsample`: the CG's Fisher products use the first ceil(f * M) tasks only. On a
+    meta-batch made of the same tasks twice, half of it holds every distinct task, so the
+    step equals the full-batch step; on distinct tasks it differs but still respects the
+    KL bound, as the line search checks the KL on every task (float64: the CG amplifies
+    float32 rounding)."""
+    m = build(meta_batch_size=3)
+    meta, batch = sampled(m)
+    step = lambda mm, b: jax.jit(lambda me, bb: trpo_update(mm, me, bb))(meta, b)  # noqa: E731
+    with jax.enable_x64(True):
+        meta64, batch64 = to64((meta, batch))
+        twice = jax.tree.map(lambda x: jnp.concatenate([x, x]), batch64)
+        step64 = lambda mm: jax.jit(lambda me, bb: trpo_update(mm, me, bb))(meta64, twice)  # noqa: E731
+        full, _ = step64(m)
+        half, _ = step64(build(meta_batch_size=3, cg_subsample=0.5))
+        for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(half)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)  # CG on a near-singular Fisher
+    sub = build(meta_batch_size=3, cg_subsample=0.34)  # one task of three
+    new_meta, info = step(sub, batch)
+    plain, _ = step(m, batch)
+    assert bool(info["accepted"])
+    kl = m.kl_from_outputs(m.adapted_outputs(meta, batch), m.adapted_outputs(new_meta, batch), batch.valid)
+    assert 0.0 < float(kl) <= m.config.max_kl
+    rel = max(float(jnp.max(jnp.abs(a - b) / (jnp.abs(b) + 1e-6))) for a, b in zip(jax.tree.leaves(new_meta),
+                                                                             jax.tree.leaves(plain)))
+    assert rel > 1e-2, rel  # another Fisher, another step
+
+
 def test_jit_equals_no_jit():
     # float64: CG on a tiny, ill-conditioned problem amplifies float32 rounding differences.
     # (The initial state is drawn as the float32 program draws it, then cast.)
@@ -210,6 +238,7 @@ BAD_VALUES = {
     "cg_damping": [-1e-5],
     "ls_max_steps": [0],
     "ls_backtrack_ratio": [0.0, 1.0],
+    "cg_subsample": [0.0, 1.5],
     "outer_lr": [0.0],
     "num_promp_steps": [0],
     "clip_eps": [0.0, 1.0],

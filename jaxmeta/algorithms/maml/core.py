@@ -34,7 +34,7 @@ from jaxmeta.types import AdaptationCurve, Params, PRNGKey, Trajectory
 OUTERS = ("trpo", "adam", "promp")
 # Fields read by only some outer updates; any other outer must leave them at their defaults.
 OUTER_FIELDS = {
-    "trpo": ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio"),
+    "trpo": ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "cg_subsample"),
     "adam": ("outer_lr",),
     "promp": ("outer_lr", "num_promp_steps", "clip_eps", "init_inner_kl_penalty", "adaptive_inner_kl_penalty",
               "target_inner_step"),
@@ -75,6 +75,7 @@ class MAMLConfig:
     cg_damping: float = 1e-5
     ls_max_steps: int = 15
     ls_backtrack_ratio: float = 0.8
+    cg_subsample: float = 1.0  # TRPO: fraction of the meta-batch's tasks the CG's Fisher products use
     outer_lr: float = 1e-3  # Adam and ProMP
     num_promp_steps: int = 5  # ProMP: meta-gradient steps per sampled meta-batch
     clip_eps: float = 0.3  # ProMP
@@ -107,6 +108,7 @@ class MAMLConfig:
         check_float("cg_damping", self.cg_damping, 0.0, 1e3)
         check_int("ls_max_steps", self.ls_max_steps, 1, 1000)
         check_float("ls_backtrack_ratio", self.ls_backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
+        check_float("cg_subsample", self.cg_subsample, 0.0, 1.0, low_open=True)
         check_float("outer_lr", self.outer_lr, 0.0, 1e3, low_open=True)
         check_int("num_promp_steps", self.num_promp_steps, 1, 1000)
         check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
@@ -138,7 +140,8 @@ class MAMLConfig:
 
     def outer_update(self) -> parts.OuterUpdate:
         if self.outer == "trpo":
-            return parts.trpo(self.max_kl, self.cg_iters, self.cg_damping, self.ls_max_steps, self.ls_backtrack_ratio)
+            return parts.trpo(self.max_kl, self.cg_iters, self.cg_damping, self.ls_max_steps, self.ls_backtrack_ratio,
+                              self.cg_subsample)
         if self.outer == "adam":
             return parts.adam(self.outer_lr)
         return parts.promp(self.outer_lr, self.num_promp_steps, self.clip_eps, self.init_inner_kl_penalty,
@@ -354,7 +357,7 @@ class MAML:
           log_std [M, A]); jvp maps a meta-parameter tangent to output tangents; vjp maps
           output cotangents to a meta-parameter cotangent (summed over tasks).
         """
-        M, K = self.config.meta_batch_size, self.config.num_inner_steps
+        M, K = jax.tree.leaves(batch.valid)[0].shape[0], self.config.num_inner_steps  # tasks in this batch
         lr_of = lambda learned: self.step_size.apply(learned, meta.policy)
         lr, lr_jvp = jax.linearize(lr_of, meta.inner_lr)
         lr_vjp = jax.linear_transpose(lr_jvp, meta.inner_lr)

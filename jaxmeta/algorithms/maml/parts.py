@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from jaxmeta.config import check_float
 from jaxmeta.rl import (
     backtracking_line_search, conjugate_gradient, episode_mean, gauss_newton_vector_product,
     ppo_clip_loss, reinforce_loss,
@@ -120,7 +122,7 @@ class OuterUpdate(NamedTuple):
 
 
 def trpo(max_kl: float = 1e-2, cg_iters: int = 10, cg_damping: float = 1e-5, ls_max_steps: int = 15,
-         ls_backtrack_ratio: float = 0.8) -> OuterUpdate:
+         ls_backtrack_ratio: float = 0.8, cg_subsample: float = 1.0) -> OuterUpdate:
     """TRPO on the post-adaptation surrogate, the KL taken through the adaptation
     (Finn et al. 2017; pytorch-maml-rl's MetaLearner.step).
 
@@ -128,24 +130,41 @@ def trpo(max_kl: float = 1e-2, cg_iters: int = 10, cg_damping: float = 1e-5, ls_
     J^T M J, with J the Jacobian of the adapted policies' outputs with respect to the
     meta-parameters (through the inner updates, see `MAML.linearize_adaptation`) and M
     the KL's Hessian in output space: no double backward pass.
+
+    `cg_subsample` < 1 computes the Fisher-vector products of the conjugate gradient on
+    the first ceil(cg_subsample * M) tasks of the meta-batch only (tasks are drawn i.i.d.,
+    so that is an unbiased estimate of the tasks' mean KL Hessian). The gradient and the
+    line search (surrogate and KL) still use every task. Schulman et al. 2015 (TRPO)
+    compute the products on a subsample of the data in the same way, as does rllab's
+    ConjugateGradientOptimizer (`subsample_factor`): the CG iterations dominate the
+    update's cost. 1 (the default) uses every task.
     """
+    check_float("cg_subsample", cg_subsample, 0.0, 1.0, low_open=True)
 
     def update(maml: MAML, meta: MetaParams, opt_state, batch: MAMLBatch):
         valid = batch.valid
         flat0, unravel = ravel_pytree(meta)
         out0, jvp_tree, vjp_tree = maml.linearize_adaptation(meta, batch)
         out0 = jax.lax.stop_gradient(out0)
-        jvp_fn = lambda v: jvp_tree(unravel(v))
         vjp_fn = lambda u: (ravel_pytree(vjp_tree(u))[0],)
         loss0, g_out = jax.value_and_grad(maml.surrogate_from_outputs)(out0, valid)
         (grad,) = vjp_fn(g_out)
 
-        kl_grad = jax.grad(lambda o: maml.kl_from_outputs(out0, o, valid))
+        M = jax.tree.leaves(batch)[0].shape[0]
+        m = min(M, math.ceil(cg_subsample * M))
+        fisher_out, fisher_valid = out0, valid
+        if m < M:  # the Fisher on the first m tasks: their own linearisation
+            head = jax.tree.map(lambda x: x[:m], batch)
+            fisher_out, jvp_tree, vjp_tree = maml.linearize_adaptation(meta, head)
+            fisher_out, fisher_valid = jax.lax.stop_gradient(fisher_out), head.valid
+        jvp_fn = lambda v: jvp_tree(unravel(v))
+        fisher_vjp = lambda u: (ravel_pytree(vjp_tree(u))[0],)
+        kl_grad = jax.grad(lambda o: maml.kl_from_outputs(fisher_out, o, fisher_valid))
 
         def out_hvp(u):
-            return jax.jvp(kl_grad, (out0,), (u,))[1]
+            return jax.jvp(kl_grad, (fisher_out,), (u,))[1]
 
-        fvp = gauss_newton_vector_product(jvp_fn, vjp_fn, out_hvp, cg_damping)
+        fvp = gauss_newton_vector_product(jvp_fn, fisher_vjp, out_hvp, cg_damping)
         step_dir, f_step_dir = conjugate_gradient(fvp, grad, cg_iters, with_product=True)
         shs = 0.5 * step_dir @ f_step_dir
         lagrange = jnp.sqrt(jnp.maximum(shs, 1e-30) / max_kl)
