@@ -67,8 +67,9 @@ def _seed(key: PRNGKey) -> int:
 
 def _host_keys(keys) -> np.ndarray:
     """Per-step keys [T, ...] as one host array, read once: indexing it at every step
-    costs nothing, where indexing a device array is one dispatch per step (about 0.5 ms
-    of the learner's time per step, measured in docs/benchmarks.md)."""
+    costs nothing, where indexing a device array is one dispatch per step
+    (`benchmarks/host_step.py`: with this and one transfer per policy call, a policy call
+    costs 0.6x what it did; docs/benchmarks.md)."""
     return np.asarray(keys)
 
 

@@ -38,6 +38,14 @@ from jaxmeta.rollout import (
 from jaxmeta.types import AdaptationCurve, PRNGKey
 
 
+def _annealed(start: float, final: float, decay_steps: int, step):
+    """A config's linearly annealed value at train step `step`: `start` to `final` over
+    `decay_steps` steps, then `final` (optax's schedule); 0 steps: `start` throughout."""
+    if not decay_steps:
+        return jnp.asarray(start, jnp.float32)
+    return jnp.asarray(optax.linear_schedule(start, final, decay_steps)(step), jnp.float32)
+
+
 @dataclass(frozen=True)
 class BlackBoxConfig:
     """PPO-over-trials hyperparameters shared by RL^2 and SNAIL."""
@@ -103,16 +111,11 @@ class BlackBoxConfig:
 
     def entropy_weight(self, step):
         """The entropy bonus's weight at train step `step` (0 for the first update)."""
-        if not self.entropy_decay_steps:
-            return jnp.asarray(self.entropy_coef, jnp.float32)
-        schedule = optax.linear_schedule(self.entropy_coef, self.entropy_coef_final, self.entropy_decay_steps)
-        return jnp.asarray(schedule(step), jnp.float32)
+        return _annealed(self.entropy_coef, self.entropy_coef_final, self.entropy_decay_steps, step)
 
     def learning_rate(self, step):
         """The learning rate of train step `step` (0 for the first update)."""
-        if not self.lr_decay_steps:
-            return jnp.asarray(self.lr, jnp.float32)
-        return jnp.asarray(optax.linear_schedule(self.lr, self.lr_final, self.lr_decay_steps)(step), jnp.float32)
+        return _annealed(self.lr, self.lr_final, self.lr_decay_steps, step)
 
     @property
     def num_trials(self) -> int:
