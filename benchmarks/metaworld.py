@@ -10,7 +10,10 @@ update), and the busiest worker's own stepping time ("busiest_worker_fraction"; 
 complement "learner_overhead_fraction" is the share of the iteration in which the
 slowest worker is not stepping: policy, transfers, update, imbalance between workers;
 with pipelined stepping the policy runs while workers step, which helps only where the
-learner has a core of its own); peak memory of the learner process and of the workers.
+learner has a core of its own), and that overhead's parts besides the update
+("between_collections_fraction": the learner's work outside collections and the update;
+"idle_in_collections_fraction": the time inside collections in which the busiest
+worker is not stepping); peak memory of the learner process and of the workers.
 Then one summary line: the speed-up of the largest worker count over one worker and the learner's
 overhead, against the goals (>= 1.7x with 2 workers, < 10%). `--pipelined 0,1` measures
 both collection loops.
@@ -98,6 +101,22 @@ def _busiest_worker_s(sims) -> float:
     return max((max(s.sim.worker_busy_s()) for s in sims), default=0.0)
 
 
+def _timed_collections(collector, sims, clock: dict) -> None:
+    """Make `collector.episodes` add its wall seconds to `clock["collect"]` and the
+    busiest worker's stepping seconds during it to `clock["collect_busy"]`."""
+    episodes = collector.episodes
+
+    def timed(*args, **kwargs):
+        busy0 = _busiest_worker_s(sims)
+        t0 = time.perf_counter()
+        out = episodes(*args, **kwargs)
+        clock["collect"] += time.perf_counter() - t0
+        clock["collect_busy"] += _busiest_worker_s(sims) - busy0
+        return out
+
+    collector.episodes = timed
+
+
 def run_one(args, workers: int, pipelined: bool) -> dict:
     import jaxmeta
     from jaxmeta import envs
@@ -108,7 +127,7 @@ def run_one(args, workers: int, pipelined: bool) -> dict:
     env = envs.make("metaworld-ml1", task_name=args.task, horizon=args.horizon, num_workers=workers)
     config = MAMLConfig(hidden_sizes=(64, 64), meta_batch_size=args.meta_batch_size, num_episodes=args.num_episodes,
                         outer="trpo", cg_subsample=args.cg_subsample)
-    clock = {"sim": 0.0}
+    clock = {"sim": 0.0, "collect": 0.0, "collect_busy": 0.0}
     sims = []
 
     def make_sim(n):
@@ -116,6 +135,7 @@ def run_one(args, workers: int, pipelined: bool) -> dict:
         return sims[-1]
 
     collector = HostCollector(env, make_sim, max_envs=config.envs_per_batch)
+    _timed_collections(collector, sims, clock)
     algo = jaxmeta.maml(env, config=config, collector=collector)
     update = jax.jit(algo.update)
     state = algo.init(jax.random.PRNGKey(0))
@@ -123,16 +143,19 @@ def run_one(args, workers: int, pipelined: bool) -> dict:
     env_steps = config.meta_batch_size * config.num_episodes * env.horizon * (config.num_inner_steps + 1)
 
     def iteration(i):
-        """(state, seconds, of which in the simulator, of which in the update)."""
+        """(state, seconds, of which in the simulator, of which in the update, the busiest
+        worker's stepping seconds, seconds in collections, the busiest worker's stepping
+        seconds during them)."""
         nonlocal state
-        clock["sim"] = 0.0
+        clock.update(sim=0.0, collect=0.0, collect_busy=0.0)
         busy0 = _busiest_worker_s(sims)
         t0 = time.perf_counter()
         batch = jax.block_until_ready(algo.sample(state, jax.random.fold_in(key, i)))
         t1 = time.perf_counter()
         state, metrics = jax.block_until_ready(update(state, batch))
         t2 = time.perf_counter()
-        return t2 - t0, clock["sim"], t2 - t1, _busiest_worker_s(sims) - busy0
+        return (t2 - t0, clock["sim"], t2 - t1, _busiest_worker_s(sims) - busy0, clock["collect"],
+                clock["collect_busy"])
 
     t0 = time.perf_counter()
     first_s = iteration(0)[0]  # starts the workers, builds the benchmark, compiles
@@ -142,6 +165,10 @@ def run_one(args, workers: int, pipelined: bool) -> dict:
     sim_frac = statistics.median([r[1] / r[0] for r in runs])
     update_frac = statistics.median([r[2] / r[0] for r in runs])
     busy_frac = statistics.median([r[3] / r[0] for r in runs])
+    # the overhead's parts: the update, the learner's work between collections (the inner
+    # step, advantages, keys), and the time in collections the busiest worker does not step
+    between_frac = statistics.median([(r[0] - r[2] - r[4]) / r[0] for r in runs])
+    idle_frac = statistics.median([(r[4] - r[5]) / r[0] for r in runs])
     record = {
         "benchmark": "metaworld_maml_trpo",
         "env": f"metaworld-ml1 ({args.task})",
@@ -157,6 +184,8 @@ def run_one(args, workers: int, pipelined: bool) -> dict:
         "update_fraction": update_frac,
         "busiest_worker_fraction": busy_frac,
         "learner_overhead_fraction": 1.0 - busy_frac,
+        "between_collections_fraction": between_frac,
+        "idle_in_collections_fraction": idle_frac,
         "first_iteration_s": first_s,
         "compile_s": max(first_s - sec, 0.0),
         "total_s": time.perf_counter() - t0,

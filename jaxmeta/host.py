@@ -108,6 +108,7 @@ class HostCollector:
         self.max_envs = max_envs
         self._sims: dict[int, HostSimulator] = {}
         self._jitted: dict[Any, Callable] = {}
+        self._plans: dict[bytes, tuple[int, np.ndarray]] = {}  # see `prepare`
 
     # ----------------------------------------------------------------- plumbing
     def stage(self, fn: Callable, static_argnames: tuple[str, ...] = ()) -> Callable:
@@ -139,33 +140,58 @@ class HostCollector:
         sim.set_tasks(jax.tree.map(lambda x: np.repeat(np.asarray(x), per_task, axis=0), tasks))
 
     # ----------------------------------------------------------------- episodes
+    def prepare(self, keys: PRNGKey, num_episodes: int) -> None:
+        """Derive now the simulator seeds and per-step action keys of a later
+        `episodes(..., keys, num_episodes)` call.
+
+        A learner calls this for all its collections before it dispatches work between
+        them (MAML's inner step): JAX runs dispatched computations in order, so a key
+        derived after the inner step was dispatched waits for it, and the simulator
+        with it. Prepared, the later collection sets the tasks and resets the simulator
+        at once, while the inner step runs. It changes no value; `keys` must be
+        computed already (the host reads them).
+        """
+        host = np.asarray(keys)
+        for start, stop in self._chunks(len(host), num_episodes):
+            chunk = host[start:stop]
+            self._plans[chunk.tobytes()] = self._plan(chunk)
+        while len(self._plans) > 64:  # prepared and never collected: forget the oldest
+            self._plans.pop(next(iter(self._plans)))
+
+    def _plan(self, keys) -> tuple[int, np.ndarray]:
+        """(reset seed, per-step action keys [H, M, 2] on the host) of a chunk's keys."""
+        k_reset, act_keys = self.stage(_episode_keys, ("horizon",))(keys, horizon=self.env.horizon)
+        return _seed(k_reset[0]), _host_keys(act_keys)
+
     def episodes(self, act: ActFn, params: Params, tasks: Task, keys: PRNGKey, num_episodes: int,
                  params_axis: int | None = None) -> Trajectory:
         """E episodes of each task, as `jax.vmap(rollout_episodes)` returns them: [M, T, E, ...]."""
-        M = int(np.shape(keys)[0])
+        host_keys = np.asarray(keys)  # tasks and keys are sliced on the host: nothing waits on the device
+        host_tasks = jax.tree.map(np.asarray, tasks)
+        M = len(host_keys)
         parts = []
         for start, stop in self._chunks(M, num_episodes):
-            p = params if params_axis is None else _tree_rows(params, start, stop)
-            parts.append(self._episodes(act, p, _tree_rows(tasks, start, stop), keys[start:stop],
+            p = params if params_axis is None or (start, stop) == (0, M) else _tree_rows(params, start, stop)
+            parts.append(self._episodes(act, p, _tree_rows(host_tasks, start, stop), host_keys[start:stop],
                                         num_episodes, params_axis))
         return parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
     def _episodes(self, act, params, tasks, keys, E, params_axis) -> Trajectory:
-        M, H = int(np.shape(keys)[0]), self.env.horizon
+        M, H = len(keys), self.env.horizon
         dtype = _float_dtype(params)
         sim = self.sim(M * E)
         self._set_tasks(sim, tasks, E)
-        k_reset, act_keys = self.stage(_episode_keys, ("horizon",))(keys, horizon=H)  # [M, 2], [H, M, 2]
-        act_keys = _host_keys(act_keys)
+        plan = self._plans.pop(keys.tobytes(), None)
+        seed, act_keys = plan if plan is not None else self._plan(keys)  # [H, M, 2]
+        obs = sim.reset(seed).reshape(M, E, -1)
         step = self.stage(_EpisodeStep(act, params_axis))
-        obs = sim.reset(_seed(k_reset[0])).reshape(M, E, -1)
         if getattr(sim, "pipelined", False) and M >= 2:
             return self._pipelined_episodes(sim, step, params, params_axis, obs, act_keys, E, dtype)
         alive = np.ones((M, E), dtype)
         rec = {k: [] for k in Trajectory._fields}
         for t in range(H):
             obs = obs.astype(dtype)  # a copy: the record never aliases a simulator's buffer
-            action, log_prob = jax.device_get(step(params, obs, act_keys[t]))
+            action, log_prob = _host_step(step(params, obs, act_keys[t]))
             next_obs, reward, terminated, success = _sim_step(sim, action.reshape((M * E,) + action.shape[2:]))
             if success is not None:
                 rec["success"].append(success.reshape(M, E).astype(dtype) * alive)
@@ -205,7 +231,7 @@ class HostCollector:
         def launch(i, t):  # group i's actions at step t, sent to the simulator
             g = groups[i]
             rec["obs"][t][g], rec["valid"][t][g] = obs[g], alive[g]
-            action, log_prob = jax.device_get(step(group_params[i], obs[g].astype(dtype, copy=False), group_keys[i][t]))
+            action, log_prob = _host_step(step(group_params[i], obs[g].astype(dtype, copy=False), group_keys[i][t]))
             if rec["action"][t] is None:
                 rec["action"][t] = np.zeros((M,) + action.shape[1:], action.dtype)
             rec["action"][t][g], rec["log_prob"][t][g] = action, log_prob
@@ -320,13 +346,26 @@ def _trial_keys(keys, length: int):
 
 @dataclass(frozen=True)
 class _EpisodeStep:
-    """(params, obs [M, E, D], keys [M]) -> (action [M, E, ...], log_prob [M, E])."""
+    """(params, obs [M, E, D], keys [M]) -> (action [M, E, ...], log_prob [M, E]), packed
+    as one array [M, E, A + 1] when the actions are vectors of log_prob's float type, so
+    that `_host_step` reads a step in one transfer (the values are the same)."""
 
     act: ActFn
     params_axis: int | None
 
     def __call__(self, params, obs, keys):
-        return jax.vmap(self.act, in_axes=(self.params_axis, 0, 0))(params, obs, keys)
+        action, log_prob = jax.vmap(self.act, in_axes=(self.params_axis, 0, 0))(params, obs, keys)
+        if action.dtype == log_prob.dtype and action.ndim == log_prob.ndim + 1:
+            return jnp.concatenate([action, log_prob[..., None]], axis=-1)
+        return action, log_prob
+
+
+def _host_step(out) -> tuple[np.ndarray, np.ndarray]:
+    """(action, log_prob) on the host from an `_EpisodeStep` output, packed or not."""
+    if isinstance(out, tuple):
+        return jax.device_get(out)
+    out = np.asarray(out)
+    return out[..., :-1], out[..., -1]
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,24 @@ def test_host_episodes_equal_jitted_episodes(max_envs):
     assert float(jnp.min(want.valid)) == 0.0  # padding after termination is reproduced too
 
 
+@pytest.mark.parametrize("max_envs", [None, 8])  # 8: tasks run in chunks of 2, each prepared on its own
+def test_prepared_episodes_equal_unprepared(max_envs):
+    m = MAML(ENV, ENV.task_distribution(), MAMLConfig(hidden_sizes=(8,), meta_batch_size=5, num_episodes=4))
+    params = m.policy.init(jax.random.PRNGKey(0))
+    tasks = ENV.task_distribution().sample_batch(jax.random.PRNGKey(1), 5)
+    keys = jax.random.split(jax.random.PRNGKey(2), 5)
+    plain, prepared = host(max_envs), host(max_envs)
+    want = plain.episodes(m.policy.act, params, tasks, keys, 4)
+    prepared.prepare(keys, 4)
+    assert len(prepared._plans) == (1 if max_envs is None else 3)
+    got = prepared.episodes(m.policy.act, params, tasks, keys, 4)
+    assert not prepared._plans  # every prepared chunk was used, once
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    n = 20 if max_envs is None else 8
+    assert prepared.sim(n).resets == plain.sim(n).resets  # the same simulator seeds
+
+
 def test_host_trials_equal_jitted_trials():
     bb = BlackBox(ENV, ENV.task_distribution(), RL2Config(episodes_per_trial=3, hidden_size=8, meta_batch_size=3,
                                                                num_minibatches=1))

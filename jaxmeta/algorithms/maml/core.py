@@ -290,8 +290,12 @@ class MAML:
         meta = jax.lax.stop_gradient(meta)
         lr = self.step_sizes(meta)
         stage = self.collector.stage
+        keys = [keys[:, k] for k in range(num_steps + 1)]
+        if hasattr(self.collector, "prepare"):  # a host collector: derive every collection's keys before
+            for k in keys:                      # the inner steps are dispatched (see HostCollector.prepare)
+                self.collector.prepare(k, c.num_episodes)
         collect = lambda params, k, axis: self.collector.episodes(
-            self.policy.act, params, tasks, keys[:, k], c.num_episodes, params_axis=axis)
+            self.policy.act, params, tasks, keys[k], c.num_episodes, params_axis=axis)
         params, axis = meta.policy, None
         train = []
         for k in range(num_steps):
