@@ -231,7 +231,9 @@ class Collector(Protocol):
     return leaves [M, T, E, ...], exactly as `jax.vmap` of the rollouts above would.
     `stage(fn)` is how a learner runs its pure processing between two collections:
     unchanged inside a jitted program, compiled once on a host collector (whose
-    collection runs in Python).
+    collection runs in Python). A collector may also have `prepare(keys, num_episodes)`
+    (`jaxmeta.host.HostCollector`): a learner that dispatches work between collections
+    calls it first for each later collection's keys (MAML's `sample_tasks`).
     """
 
     env: Any  # spaces and horizon of the simulated task

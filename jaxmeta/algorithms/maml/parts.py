@@ -146,9 +146,8 @@ def trpo(max_kl: float = 1e-2, cg_iters: int = 10, cg_damping: float = 1e-5, ls_
         flat0, unravel = ravel_pytree(meta)
         out0, jvp_tree, vjp_tree = maml.linearize_adaptation(meta, batch)
         out0 = jax.lax.stop_gradient(out0)
-        vjp_fn = lambda u: (ravel_pytree(vjp_tree(u))[0],)
         loss0, g_out = jax.value_and_grad(maml.surrogate_from_outputs)(out0, valid)
-        (grad,) = vjp_fn(g_out)
+        grad = ravel_pytree(vjp_tree(g_out))[0]
 
         M = jax.tree.leaves(batch)[0].shape[0]
         m = min(M, math.ceil(cg_subsample * M))
@@ -158,13 +157,13 @@ def trpo(max_kl: float = 1e-2, cg_iters: int = 10, cg_damping: float = 1e-5, ls_
             fisher_out, jvp_tree, vjp_tree = maml.linearize_adaptation(meta, head)
             fisher_out, fisher_valid = jax.lax.stop_gradient(fisher_out), head.valid
         jvp_fn = lambda v: jvp_tree(unravel(v))
-        fisher_vjp = lambda u: (ravel_pytree(vjp_tree(u))[0],)
+        vjp_fn = lambda u: (ravel_pytree(vjp_tree(u))[0],)
         kl_grad = jax.grad(lambda o: maml.kl_from_outputs(fisher_out, o, fisher_valid))
 
         def out_hvp(u):
             return jax.jvp(kl_grad, (fisher_out,), (u,))[1]
 
-        fvp = gauss_newton_vector_product(jvp_fn, fisher_vjp, out_hvp, cg_damping)
+        fvp = gauss_newton_vector_product(jvp_fn, vjp_fn, out_hvp, cg_damping)
         step_dir, f_step_dir = conjugate_gradient(fvp, grad, cg_iters, with_product=True)
         shs = 0.5 * step_dir @ f_step_dir
         lagrange = jnp.sqrt(jnp.maximum(shs, 1e-30) / max_kl)
