@@ -1,4 +1,4 @@
-"""Black-box meta-RL: RL^2 and SNAIL trained by PPO over whole trials.
+"""Black-box meta-RL: RL^2 and SNAIL trained by PPO (or TRPO) over whole trials.
 
 RL^2 (Duan et al. 2016, "RL^2: Fast Reinforcement Learning via Slow Reinforcement
 Learning") and SNAIL (Mishra et al. 2018, "A Simple Neural Attentive Meta-Learner")
@@ -7,18 +7,23 @@ observation, previous action, previous reward and done flag of every step of a t
 (n episodes of one task) and its memory, kept across episode boundaries and reset
 between trials, is what adapts to the task.
 
-Both are trained here by the same PPO learner (Schulman et al. 2017): clipped
-surrogate, value loss and entropy bonus, with GAE (Schulman et al. 2016) computed over
-the whole trial (the return of a step counts the rewards of later episodes of the same
-trial, as in RL^2). Gradients flow back through whole trials, or through windows of
-`bptt_window` steps with the carry passed on from the previous window.
+Both are trained here by the same learner, PPO by default (Schulman et al. 2017):
+clipped surrogate, value loss and entropy bonus, with GAE (Schulman et al. 2016)
+computed over the whole trial (the return of a step counts the rewards of later
+episodes of the same trial, as in RL^2). Gradients flow back through whole trials, or
+through windows of `bptt_window` steps with the carry passed on from the previous
+window. `outer="trpo"` is the RL^2 paper's own outer step instead (Schulman et al. 2015):
+a natural-gradient step on the policy's surrogate under a KL bound, and the value
+network, a separate one, fit by Adam epochs on its own loss.
 
 `sample` collects a `TrialBatch` from the learner's collector (jitted environments or
-host simulators); `update` is the PPO epochs on it. With a jitted collector the whole
+host simulators); `update` is the outer step (PPO epochs or TRPO) on it. With a jitted collector the whole
 train step compiles to one XLA program.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -27,15 +32,26 @@ import jax.numpy as jnp
 import optax
 
 from jaxmeta.algorithms.base import Algorithm
-from jaxmeta.config import ConfigError, check_bool, check_float, check_int
+from jax.flatten_util import ravel_pytree
+
+from jaxmeta.config import ConfigError, check_bool, check_choice, check_float, check_int
 from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim
 from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
+from jaxmeta.rl.optim import backtracking_line_search, conjugate_gradient, gauss_newton_vector_product
 from jaxmeta.rollout import (
     Collector, JaxCollector, TrialTrajectory, trial_episode_returns, trial_episode_success, trial_input_dim,
 )
 from jaxmeta.types import AdaptationCurve, PRNGKey
+
+
+OUTERS = ("ppo", "trpo")
+# Fields read by only one outer step; the other must leave them at their defaults.
+OUTER_FIELDS = {
+    "ppo": ("clip_eps",),
+    "trpo": ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "cg_subsample"),
+}
 
 
 def _annealed(start: float, final: float, decay_steps: int, step):
@@ -48,14 +64,26 @@ def _annealed(start: float, final: float, decay_steps: int, step):
 
 @dataclass(frozen=True)
 class BlackBoxConfig:
-    """PPO-over-trials hyperparameters shared by RL^2 and SNAIL."""
+    """Hyperparameters of the trial-based outer step (PPO or TRPO) shared by RL^2 and SNAIL."""
 
     episodes_per_trial: int = 10  # n
     meta_batch_size: int = 256  # tasks per train step
     trials_per_task: int = 1  # parallel trials on each task
     gamma: float = 0.99
     gae_lambda: float = 0.3  # RL^2 used lambda = 0.3 for bandits and tabular MDPs
-    clip_eps: float = 0.2
+    # "ppo": clipped-surrogate epochs on the whole network. "trpo" (the RL^2 paper's): one
+    # natural-gradient step on the policy under a KL bound, then Adam epochs (num_epochs x
+    # num_minibatches, lr) on the value loss of the separate value network
+    outer: str = "ppo"
+    clip_eps: float = 0.2  # PPO
+    max_kl: float = 1e-2  # TRPO: the step's bound on the mean KL(old || new) per step
+    cg_iters: int = 10  # TRPO
+    cg_damping: float = 1e-5  # TRPO
+    ls_max_steps: int = 15  # TRPO
+    ls_backtrack_ratio: float = 0.8  # TRPO
+    # TRPO: fraction of the batch's trials whose Fisher-vector products the conjugate gradient
+    # uses (the first ceil(f * B)); the gradient and the line search use every trial
+    cg_subsample: float = 1.0
     value_coef: float = 0.5
     entropy_coef: float = 0.01
     # linear entropy annealing (Wang et al. 2016, "Learning to reinforcement learn", anneal the
@@ -86,7 +114,14 @@ class BlackBoxConfig:
         check_int("trials_per_task", self.trials_per_task, 1, 100_000)
         check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_choice("outer", self.outer, OUTERS)
         check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        check_float("max_kl", self.max_kl, 0.0, 1e3, low_open=True)
+        check_int("cg_iters", self.cg_iters, 1, 1000)
+        check_float("cg_damping", self.cg_damping, 0.0, 1e3)
+        check_int("ls_max_steps", self.ls_max_steps, 1, 1000)
+        check_float("ls_backtrack_ratio", self.ls_backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
+        check_float("cg_subsample", self.cg_subsample, 0.0, 1.0, low_open=True)
         check_float("value_coef", self.value_coef, 0.0, 1e6)
         check_float("entropy_coef", self.entropy_coef, 0.0, 1e6)
         check_float("entropy_coef_final", self.entropy_coef_final, 0.0, 1e6)
@@ -102,6 +137,16 @@ class BlackBoxConfig:
         check_bool("separate_value", self.separate_value)
         check_int("num_eval_tasks", self.num_eval_tasks, 1, 10_000_000)
         check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
+        defaults = {f.name: f.default for f in dataclasses.fields(BlackBoxConfig)}
+        for outer, names in OUTER_FIELDS.items():
+            for name in names:
+                if outer != self.outer and getattr(self, name) != defaults[name]:
+                    raise ConfigError(
+                        f"{name} is a setting of outer={outer!r}; outer={self.outer!r} does not use it "
+                        f"(leave it at {defaults[name]!r} or choose outer={outer!r})", name)
+        if self.outer == "trpo" and not self.separate_value:
+            raise ConfigError("outer='trpo' fits the value on its own network: set separate_value = true "
+                              "(--separate-value)", "separate_value")
         batch = self.meta_batch_size * self.trials_per_task
         if batch % self.num_minibatches:
             raise ConfigError(
@@ -130,7 +175,7 @@ class BlackBoxConfig:
 
 @dataclass(frozen=True)
 class RL2Config(GRUArchitecture, BlackBoxConfig):
-    """RL^2: PPO over trials with a recurrent policy, GRU or LSTM (`cell`; the architecture
+    """RL^2: PPO (or TRPO) over trials with a recurrent policy, GRU or LSTM (`cell`; the architecture
     fields are GRUArchitecture's)."""
 
     def __post_init__(self):
@@ -140,7 +185,7 @@ class RL2Config(GRUArchitecture, BlackBoxConfig):
 
 @dataclass(frozen=True)
 class SNAILConfig(SNAILArchitecture, BlackBoxConfig):
-    """SNAIL: PPO over trials with TC and (single- or multi-head) attention blocks (fields of
+    """SNAIL: PPO (or TRPO) over trials with TC and (single- or multi-head) attention blocks (fields of
     SNAILArchitecture)."""
 
     def __post_init__(self):
@@ -180,7 +225,7 @@ def make_model(env, config: BlackBoxConfig):
 
 @dataclass(frozen=True)
 class BlackBox:
-    """The pure pieces of a trial-based PPO meta-learner.
+    """The pure pieces of a trial-based PPO/TRPO meta-learner.
 
     `collector` (where trials come from) defaults to the env's jitted rollouts.
     """
@@ -280,19 +325,14 @@ class BlackBox:
         approx_kl = weighted_mean(traj.log_prob - log_prob, w)
         return total, {"pg_loss": pg, "value_loss": v_loss, "entropy": entropy, "approx_kl": approx_kl}
 
-    def ppo_update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey, step=0):
-        """PPO epochs over minibatches of whole trials at train step `step` (it sets the
-        entropy weight); traj leaves are [T, B, ...]."""
+    def _adam_epochs(self, params, opt_state, data, key: PRNGKey, loss_fn):
+        """`num_epochs` passes of Adam over `num_minibatches` shuffled minibatches of whole
+        trials (data leaves [T, B, ...]); loss_fn(params, minibatch) -> (loss, info)."""
         c = self.config
-        entropy_coef = c.entropy_weight(step)
-        adv, target = self.advantages(traj)
-        if c.normalize_advantages:
-            adv = weighted_normalize(adv, traj.valid)
-        data = (traj, adv, target)
-        B = traj.reward.shape[1]
+        B = jax.tree.leaves(data)[0].shape[1]
         nmb = c.num_minibatches
         opt = self._optimizer()
-        grad_fn = jax.value_and_grad(lambda p, mb: self.loss(p, mb, entropy_coef), has_aux=True)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         def minibatch(carry, mb):
             params, opt_state = carry
@@ -315,10 +355,124 @@ class BlackBox:
         (params, opt_state), info = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, c.num_epochs))
         return params, opt_state, jax.tree.map(jnp.mean, info)
 
+    def _targets(self, traj: TrialTrajectory):
+        adv, target = self.advantages(traj)
+        if self.config.normalize_advantages:
+            adv = weighted_normalize(adv, traj.valid)
+        return adv, target
+
+    def ppo_update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey, step=0):
+        """PPO epochs over minibatches of whole trials at train step `step` (it sets the
+        entropy weight); traj leaves are [T, B, ...]."""
+        entropy_coef = self.config.entropy_weight(step)
+        adv, target = self._targets(traj)
+        return self._adam_epochs(params, opt_state, (traj, adv, target), key,
+                                 lambda p, mb: self.loss(p, mb, entropy_coef))
+
+    def _policy_outputs(self, params, inputs):
+        """What the policy's action distribution is made of over whole trials: the policy
+        head's output, and the log std of a continuous policy."""
+        out = {"out": self.forward(params, inputs)[0]}
+        if "log_std" in params:
+            out["log_std"] = params["log_std"]
+        return out
+
+    def _dist(self, outputs):
+        return self.model.distribution(outputs, outputs["out"])
+
+    def trpo_update(self, params, opt_state, traj: TrialTrajectory, key: PRNGKey, step=0):
+        """The RL^2 paper's outer step (Duan et al. 2016 used TRPO, Schulman et al. 2015) at
+        train step `step`; traj leaves are [T, B, ...].
+
+        Policy: minimise the importance-weighted surrogate -E[pi/pi_old A] (less the
+        entropy bonus, if its weight is not 0) along F^-1 g, scaled to the KL bound and
+        backtracked until the surrogate improves and the mean KL(old || new) per valid
+        step is below `max_kl`. F, the Fisher, is the KL's exact Hessian J^T M J (J the
+        Jacobian of the policy outputs over the trials, M the KL's Hessian in output
+        space), used by `cg_iters` conjugate-gradient iterations; with `cg_subsample` < 1,
+        F is that of the first ceil(cg_subsample * B) trials only (trials are i.i.d.: an
+        unbiased estimate; TRPO's and rllab's subsampling), which cuts the iterations'
+        cost, the update's largest. Value: Adam epochs on the separate value network's
+        loss toward the same GAE targets.
+        """
+        c = self.config
+        entropy_coef = c.entropy_weight(step)
+        adv, target = self._targets(traj)
+        w = traj.valid
+        policy = {k: v for k, v in params.items() if k != "value_net"}
+        flat0, unravel = ravel_pytree(policy)
+
+        def outputs(flat, inputs=traj.inputs):
+            return self._policy_outputs({**params, **unravel(flat)}, inputs)
+
+        B = w.shape[1]
+        m = min(B, math.ceil(c.cg_subsample * B))
+        if m == B:  # one linearisation gives the gradient and the Fisher's products
+            out0, jvp_fn = jax.linearize(outputs, flat0)
+            vjp_fn = jax.linear_transpose(jvp_fn, flat0)
+            grad_vjp = vjp_fn
+        else:  # the gradient by one backward pass; the Fisher linearised on the first m trials
+            out0, grad_vjp = jax.vjp(outputs, flat0)
+            out_f, jvp_fn = jax.linearize(lambda f: outputs(f, traj.inputs[:, :m]), flat0)
+            vjp_fn = jax.linear_transpose(jvp_fn, flat0)
+        out0 = jax.lax.stop_gradient(out0)
+        old = self._dist(out0)
+
+        def surrogate(o):
+            dist = self._dist(o)
+            ratio = jnp.exp(dist.log_prob(traj.action) - traj.log_prob)
+            return -weighted_mean(ratio * adv, w) - entropy_coef * weighted_mean(dist.entropy(), w)
+
+        def kl(o, old=old, w=w):
+            return weighted_mean(old.kl_divergence(self._dist(o)), w)
+
+        loss0, g_out = jax.value_and_grad(surrogate)(out0)
+        (grad,) = grad_vjp(g_out)
+        if m == B:
+            kl_grad = jax.grad(kl)
+            out_f = out0
+        else:
+            out_f = jax.lax.stop_gradient(out_f)
+            kl_grad = jax.grad(lambda o: kl(o, self._dist(out_f), w[:, :m]))
+        fvp = gauss_newton_vector_product(jvp_fn, vjp_fn, lambda u: jax.jvp(kl_grad, (out_f,), (u,))[1],
+                                          c.cg_damping)
+        step_dir, f_step_dir = conjugate_gradient(fvp, grad, c.cg_iters, with_product=True)
+        shs = 0.5 * step_dir @ f_step_dir
+        full_step = step_dir / jnp.sqrt(jnp.maximum(shs, 1e-30) / c.max_kl)
+
+        def evaluate(flat):
+            o = outputs(flat)
+            return surrogate(o), kl(o)
+
+        flat, loss, step_kl, ls_steps, accepted = backtracking_line_search(
+            evaluate, flat0, full_step, loss0, c.max_kl, c.ls_max_steps, c.ls_backtrack_ratio)
+
+        def value_loss(value_params, mb):
+            mb_traj, mb_target = mb
+            value = self.forward({**params, "value_net": value_params}, mb_traj.inputs)[1]
+            v_loss = 0.5 * weighted_mean((value - mb_target) ** 2, mb_traj.valid)
+            return v_loss, {"value_loss": v_loss}
+
+        value_params, opt_state, v_info = self._adam_epochs(params["value_net"], opt_state, (traj, target), key,
+                                                            value_loss)
+        info = {
+            "surrogate_before": loss0,
+            "surrogate_after": jnp.where(accepted, loss, loss0),
+            "kl": step_kl,
+            "ls_steps": ls_steps,
+            "accepted": accepted.astype(jnp.float32),
+            "grad_norm": jnp.linalg.norm(grad),
+            "entropy": weighted_mean(old.entropy(), w),
+            "value_loss": v_info["value_loss"],
+            "value_grad_norm": v_info["grad_norm"],
+        }
+        return {**unravel(flat), "value_net": value_params}, opt_state, info
+
     # ----------------------------------------------------------------- Algorithm
     def init(self, key: PRNGKey) -> BlackBoxState:
         params = self.model.init(key)
-        return BlackBoxState(params, self._optimizer().init(params), jnp.zeros((), jnp.int32))
+        fitted = params["value_net"] if self.config.outer == "trpo" else params  # what Adam moves
+        return BlackBoxState(params, self._optimizer().init(fitted), jnp.zeros((), jnp.int32))
 
     def sample(self, state: BlackBoxState, key: PRNGKey) -> TrialBatch:
         """A batch of trials on fresh tasks, and the key of the update's shuffles."""
@@ -329,9 +483,11 @@ class BlackBox:
         return TrialBatch(jax.tree.map(_merge_task_axis, traj), k_update)  # [T, M*E, ...]
 
     def update(self, state: BlackBoxState, batch: TrialBatch):
-        """PPO epochs on one sampled batch of trials, whatever collected it."""
+        """The outer step (PPO epochs, or TRPO) on one sampled batch of trials, whatever
+        collected it."""
         traj = batch.traj
-        params, opt_state, info = self.ppo_update(state.params, state.opt_state, traj, batch.key, state.step)
+        outer_update = self.trpo_update if self.config.outer == "trpo" else self.ppo_update
+        params, opt_state, info = outer_update(state.params, state.opt_state, traj, batch.key, state.step)
         metrics = {
             "trial_reward": jnp.mean(jnp.sum(traj.reward, axis=0)),
             "env_steps": jnp.asarray(traj.reward.size, jnp.int32),
@@ -383,7 +539,7 @@ def _black_box(name, config_cls, env, tasks, config, collector) -> Algorithm:
 
 def rl2(env: MetaEnv, tasks: TaskDistribution | None = None, config: RL2Config | None = None, *,
         collector: Collector | None = None) -> Algorithm:
-    """RL^2 (Duan et al. 2016): a GRU (or LSTM, `config.cell`) policy trained with PPO over trials.
+    """RL^2 (Duan et al. 2016): a GRU (or LSTM, `config.cell`) policy trained with PPO (or TRPO, `config.outer`) over trials.
 
     Args:
       env: a MetaEnv (discrete or Box actions).
@@ -396,7 +552,7 @@ def rl2(env: MetaEnv, tasks: TaskDistribution | None = None, config: RL2Config |
 
 def snail(env: MetaEnv, tasks: TaskDistribution | None = None, config: SNAILConfig | None = None, *,
           collector: Collector | None = None) -> Algorithm:
-    """SNAIL (Mishra et al. 2018): TC + attention blocks trained with PPO over trials.
+    """SNAIL (Mishra et al. 2018): TC + attention blocks trained with PPO (or TRPO) over trials.
 
     Args:
       env: a MetaEnv (discrete or Box actions).
