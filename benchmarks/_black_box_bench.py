@@ -58,6 +58,7 @@ def run(name: str, configs: dict, num_arms: int = 5, repeats: int = 5, steps_per
             "trials_per_step": cfg.num_trials,
             "num_epochs": cfg.num_epochs,
             "num_minibatches": cfg.num_minibatches,
+            "outer": cfg.outer,
             **({"cell": cfg.cell, "hidden_size": cfg.hidden_size} if hasattr(cfg, "cell") else
                {"filters": cfg.filters, "num_heads": cfg.num_heads, "key_size": cfg.key_size}),
             "env_steps_per_s": env_steps / med,

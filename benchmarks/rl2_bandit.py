@@ -1,8 +1,10 @@
 """RL^2 meta-training throughput on a 5-armed bandit, n=100 one-pull episodes per trial.
 
 Prints one JSON line per model: the paper's GRU(256) and a small GRU(64), and the same
-two with an LSTM cell (`lstm256`, `lstm64`: same hidden size, batch and PPO settings).
-Run: PYTHONPATH=. python benchmarks/rl2_bandit.py [--models gru256,lstm256]
+two with an LSTM cell (`lstm256`, `lstm64`: same hidden size, batch and PPO settings);
+`gru256-trpo` is GRU(256) with the TRPO outer step (a separate value network fit by the
+same 2 x 2 Adam epochs, the Fisher on 10% of the trials).
+Run: PYTHONPATH=. python benchmarks/rl2_bandit.py [--models gru256,gru256-trpo]
 """
 import dataclasses
 import os
@@ -23,4 +25,5 @@ if __name__ == "__main__":
                            num_epochs=1, num_minibatches=1, remat=True),
     }
     lstm = {"lstm" + k[3:]: dataclasses.replace(c, cell="lstm") for k, c in gru.items()}
-    main("rl2_bandit", {**gru, **lstm})
+    trpo = {"gru256-trpo": dataclasses.replace(gru["gru256"], outer="trpo", separate_value=True, cg_subsample=0.1)}
+    main("rl2_bandit", {**gru, **lstm, **trpo})
