@@ -5,9 +5,10 @@ with one line that names the field and its allowed range.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -84,3 +85,25 @@ def check_sizes(name: str, value: Any, low: int = 1, high: int = 4096) -> None:
         raise ConfigError(
             f"{name} must be a non-empty tuple of integers in [{low}, {high}], got {value!r}", name
         )
+
+
+def check_trpo_fields(config) -> None:
+    """TRPO's settings on a config that has them (MAML-TRPO's and the black-box learners'
+    outer step): max_kl, cg_iters, cg_damping, ls_max_steps, ls_backtrack_ratio, cg_subsample."""
+    check_float("max_kl", config.max_kl, 0.0, 1e3, low_open=True)
+    check_int("cg_iters", config.cg_iters, 1, 1000)
+    check_float("cg_damping", config.cg_damping, 0.0, 1e3)
+    check_int("ls_max_steps", config.ls_max_steps, 1, 1000)
+    check_float("ls_backtrack_ratio", config.ls_backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
+    check_float("cg_subsample", config.cg_subsample, 0.0, 1.0, low_open=True)
+
+
+def check_outer_fields(config, outer: str, outer_fields: dict[str, Sequence[str]]) -> None:
+    """Fields that only another outer step reads must stay at their dataclass defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for other, names in outer_fields.items():
+        for name in names:
+            if name not in outer_fields[outer] and getattr(config, name) != defaults[name]:
+                raise ConfigError(
+                    f"{name} is a setting of outer={other!r}; outer={outer!r} does not use it "
+                    f"(leave it at {defaults[name]!r} or choose outer={other!r})", name)

@@ -83,11 +83,13 @@ def test_bptt_windows_give_same_forward():
         np.testing.assert_allclose(value_w, value, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["rl2", "snail"])
+@pytest.mark.parametrize("name", ["rl2", "snail", "rl2-trpo"])
 def test_train_step_jit_equals_no_jit(name):
     env = BernoulliBandit(num_arms=3)
-    if name == "rl2":
-        cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=1)
+    if name.startswith("rl2"):
+        trpo = dict(outer="trpo", separate_value=True) if name == "rl2-trpo" else {}
+        cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=1,
+                        **trpo)
         algo = jaxmeta.rl2(env, None, cfg)
     else:
         cfg = SNAILConfig(episodes_per_trial=4, filters=4, key_size=4, value_size=4, meta_batch_size=4,
@@ -106,6 +108,12 @@ def test_train_step_jit_equals_no_jit(name):
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params),
                                                                 jax.tree.leaves(state.params)))
     assert moved > 1e-5
+    if name == "rl2-trpo":  # the policy's TRPO step and the value network's fit both moved
+        for k in ("kl", "surrogate_before", "surrogate_after", "value_loss"):
+            np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-6)
+        for part in ("net", "value_net"):
+            moved = optax.tree.norm(jax.tree.map(jnp.subtract, s1.params[part], state.params[part]))
+            assert float(moved) > 1e-5, part
 
 
 @pytest.mark.parametrize("cfg", [RL2Config(episodes_per_trial=8, hidden_size=8, meta_batch_size=4, num_minibatches=1),
@@ -139,6 +147,18 @@ def test_separate_value_network_keeps_the_value_loss_off_the_policy(cfg):
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert np.isfinite(float(m1["value_loss"]))
+
+
+def _trained_trial_reward(algo, steps: int) -> float:
+    """Train `steps` jitted train steps from PRNGKey(0)'s parameters, then the mean trial
+    reward on the held-out tasks."""
+    state = algo.init(jax.random.PRNGKey(0))
+    train_step = jax.jit(algo.train_step)
+    key = jax.random.PRNGKey(1)
+    for _ in range(steps):
+        key, k = jax.random.split(key)
+        state, _ = train_step(state, k)
+    return float(jax.jit(algo.evaluate)(state, jax.random.PRNGKey(2)).returns.sum())
 
 
 def _trpo_batch(env, cfg, seed=0):
@@ -221,23 +241,6 @@ def test_trpo_fisher_on_a_subsample_of_trials():
         assert bool(info_c["accepted"]) and float(info_c["kl"]) <= half.max_kl
 
 
-def test_trpo_train_step_jit_equals_no_jit_and_moves_both_networks():
-    env = BernoulliBandit(num_arms=3)
-    cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=1,
-                    outer="trpo", separate_value=True)
-    algo = jaxmeta.rl2(env, None, cfg)
-    state = algo.init(jax.random.PRNGKey(0))
-    s1, m1 = algo.train_step(state, jax.random.PRNGKey(1))
-    s2, m2 = jax.jit(algo.train_step)(state, jax.random.PRNGKey(1))
-    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    for k in ("kl", "surrogate_before", "surrogate_after", "value_loss"):
-        np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, atol=1e-6)
-    for part in ("net", "value_net"):
-        moved = optax.tree.norm(jax.tree.map(jnp.subtract, s1.params[part], state.params[part]))
-        assert float(moved) > 1e-5, part
-
-
 def test_trpo_learns_5_armed_bandit_trials():
     """n = 10 trials on 5 arms (random play: 5.0) with the TRPO outer step and a small GRU:
     a clear gain after 60 updates of 64 trials on the held-out tasks (6.23 and 6.21 with
@@ -246,13 +249,7 @@ def test_trpo_learns_5_armed_bandit_trials():
     cfg = RL2Config(episodes_per_trial=10, hidden_size=32, meta_batch_size=64, outer="trpo",
                     separate_value=True, num_eval_tasks=500)
     algo = jaxmeta.rl2(env, None, cfg)
-    state = algo.init(jax.random.PRNGKey(0))
-    train_step = jax.jit(algo.train_step)
-    key = jax.random.PRNGKey(1)
-    for _ in range(60):
-        key, k = jax.random.split(key)
-        state, m = train_step(state, k)
-    agent = float(jax.jit(algo.evaluate)(state, jax.random.PRNGKey(2)).returns.sum())
+    agent = _trained_trial_reward(algo, 60)
     assert agent > 5.8, agent
 
 
@@ -413,13 +410,7 @@ def test_learns_5_armed_bandit(name, steps):
     else:
         cfg = SNAILConfig(episodes_per_trial=10, filters=16, key_size=16, value_size=16, num_eval_tasks=1000)
         algo = jaxmeta.snail(env, None, cfg)
-    state = algo.init(jax.random.PRNGKey(0))
-    train_step = jax.jit(algo.train_step)
-    key = jax.random.PRNGKey(1)
-    for _ in range(steps):
-        key, k = jax.random.split(key)
-        state, _ = train_step(state, k)
-    agent = float(jax.jit(algo.evaluate)(state, jax.random.PRNGKey(2)).returns.sum())
+    agent = _trained_trial_reward(algo, steps)
     tasks = env.task_distribution().sample_batch(jax.random.PRNGKey(cfg.eval_seed), cfg.num_eval_tasks)
     ucb1 = float(bandit_baseline(env, tasks, jax.random.PRNGKey(3), 10, "ucb1").returns.sum())
     assert agent > 6.0, agent
@@ -437,11 +428,5 @@ def test_rl2_learns_tabular_mdps():
     cfg = RL2Config(episodes_per_trial=10, hidden_size=64, gamma=0.8, num_epochs=4, num_minibatches=8,
                     num_eval_tasks=500)
     algo = jaxmeta.rl2(env, None, cfg)
-    state = algo.init(jax.random.PRNGKey(0))
-    train_step = jax.jit(algo.train_step)
-    key = jax.random.PRNGKey(1)
-    for _ in range(120):
-        key, k = jax.random.split(key)
-        state, _ = train_step(state, k)
-    agent = float(jax.jit(algo.evaluate)(state, jax.random.PRNGKey(2)).returns.sum())
+    agent = _trained_trial_reward(algo, 120)
     assert agent > 110.0, agent

@@ -22,7 +22,6 @@ train step compiles to one XLA program.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -34,7 +33,9 @@ import optax
 from jaxmeta.algorithms.base import Algorithm
 from jax.flatten_util import ravel_pytree
 
-from jaxmeta.config import ConfigError, check_bool, check_choice, check_float, check_int
+from jaxmeta.config import (
+    ConfigError, check_bool, check_choice, check_float, check_int, check_outer_fields, check_trpo_fields,
+)
 from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim
 from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 from jaxmeta.parallel import shard_tasks
@@ -116,12 +117,7 @@ class BlackBoxConfig:
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_choice("outer", self.outer, OUTERS)
         check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
-        check_float("max_kl", self.max_kl, 0.0, 1e3, low_open=True)
-        check_int("cg_iters", self.cg_iters, 1, 1000)
-        check_float("cg_damping", self.cg_damping, 0.0, 1e3)
-        check_int("ls_max_steps", self.ls_max_steps, 1, 1000)
-        check_float("ls_backtrack_ratio", self.ls_backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
-        check_float("cg_subsample", self.cg_subsample, 0.0, 1.0, low_open=True)
+        check_trpo_fields(self)
         check_float("value_coef", self.value_coef, 0.0, 1e6)
         check_float("entropy_coef", self.entropy_coef, 0.0, 1e6)
         check_float("entropy_coef_final", self.entropy_coef_final, 0.0, 1e6)
@@ -137,13 +133,7 @@ class BlackBoxConfig:
         check_bool("separate_value", self.separate_value)
         check_int("num_eval_tasks", self.num_eval_tasks, 1, 10_000_000)
         check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
-        defaults = {f.name: f.default for f in dataclasses.fields(BlackBoxConfig)}
-        for outer, names in OUTER_FIELDS.items():
-            for name in names:
-                if outer != self.outer and getattr(self, name) != defaults[name]:
-                    raise ConfigError(
-                        f"{name} is a setting of outer={outer!r}; outer={self.outer!r} does not use it "
-                        f"(leave it at {defaults[name]!r} or choose outer={outer!r})", name)
+        check_outer_fields(self, self.outer, OUTER_FIELDS)
         if self.outer == "trpo" and not self.separate_value:
             raise ConfigError("outer='trpo' fits the value on its own network: set separate_value = true "
                               "(--separate-value)", "separate_value")

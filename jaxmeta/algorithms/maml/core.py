@@ -23,7 +23,9 @@ import jax.numpy as jnp
 
 from jaxmeta.algorithms.base import Algorithm
 from jaxmeta.algorithms.maml import parts
-from jaxmeta.config import ConfigError, check_bool, check_choice, check_float, check_int, check_sizes
+from jaxmeta.config import (
+    ConfigError, check_bool, check_choice, check_float, check_int, check_outer_fields, check_sizes, check_trpo_fields,
+)
 from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim, obs_dim
 from jaxmeta.networks import ACTIVATIONS, GaussianPolicy
 from jaxmeta.parallel import shard_tasks
@@ -103,12 +105,7 @@ class MAMLConfig:
         check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_bool("normalize_advantages", self.normalize_advantages)
-        check_float("max_kl", self.max_kl, 0.0, 1e3, low_open=True)
-        check_int("cg_iters", self.cg_iters, 1, 1000)
-        check_float("cg_damping", self.cg_damping, 0.0, 1e3)
-        check_int("ls_max_steps", self.ls_max_steps, 1, 1000)
-        check_float("ls_backtrack_ratio", self.ls_backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
-        check_float("cg_subsample", self.cg_subsample, 0.0, 1.0, low_open=True)
+        check_trpo_fields(self)
         check_float("outer_lr", self.outer_lr, 0.0, 1e3, low_open=True)
         check_int("num_promp_steps", self.num_promp_steps, 1, 1000)
         check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True, high_open=True)
@@ -118,14 +115,7 @@ class MAMLConfig:
         check_int("num_eval_tasks", self.num_eval_tasks, 1, 1_000_000)
         check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
         check_choice("inner_estimator", self.inner_estimator, tuple(parts.INNER_OBJECTIVES))
-        used = set(OUTER_FIELDS[self.outer])
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for outer, names in OUTER_FIELDS.items():
-            for name in names:
-                if name not in used and getattr(self, name) != defaults[name]:
-                    raise ConfigError(
-                        f"{name} is a setting of outer={outer!r}; outer={self.outer!r} does not use it "
-                        f"(leave it at {defaults[name]!r} or choose outer={outer!r})", name)
+        check_outer_fields(self, self.outer, OUTER_FIELDS)
 
     @property
     def envs_per_batch(self) -> int:
