@@ -213,7 +213,8 @@ def test_trpo_outer_step_is_the_natural_gradient_step_under_the_kl_bound(env):
         # the conjugate gradient stops at a residual r.r < 1e-10 (about 1e-3 of g here)
         assert float(jnp.linalg.norm(taken - expected) / jnp.linalg.norm(expected)) < 1e-2
         # the value network was fit (its loss falls), the policy's value head was not touched
-        value_loss = lambda p: 0.5 * jnp.sum((bb.forward(p, traj.inputs)[1] - bb.advantages(traj)[1]) ** 2 * w) / jnp.sum(w)
+        target = bb.advantages(traj)[1]
+        value_loss = lambda p: 0.5 * jnp.sum((bb.forward(p, traj.inputs)[1] - target) ** 2 * w) / jnp.sum(w)
         assert float(value_loss(new)) < float(value_loss(params))
         np.testing.assert_array_equal(new["net"]["heads"]["value"]["kernel"], params["net"]["heads"]["value"]["kernel"])
 

@@ -17,8 +17,8 @@ a natural-gradient step on the policy's surrogate under a KL bound, and the valu
 network, a separate one, fit by Adam epochs on its own loss.
 
 `sample` collects a `TrialBatch` from the learner's collector (jitted environments or
-host simulators); `update` is the outer step (PPO epochs or TRPO) on it. With a jitted collector the whole
-train step compiles to one XLA program.
+host simulators); `update` is the outer step (PPO epochs or TRPO) on it. With a jitted
+collector the whole train step compiles to one XLA program.
 """
 from __future__ import annotations
 
@@ -29,10 +29,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from jaxmeta.algorithms.base import Algorithm
 from jax.flatten_util import ravel_pytree
 
+from jaxmeta.algorithms.base import Algorithm
 from jaxmeta.config import (
     ConfigError, check_bool, check_choice, check_float, check_int, check_outer_fields, check_trpo_fields,
 )
@@ -40,7 +39,7 @@ from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim
 from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 from jaxmeta.parallel import shard_tasks
 from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
-from jaxmeta.rl.optim import backtracking_line_search, conjugate_gradient, gauss_newton_vector_product
+from jaxmeta.rl.optim import gauss_newton_vector_product, trpo_step
 from jaxmeta.rollout import (
     Collector, JaxCollector, TrialTrajectory, trial_episode_returns, trial_episode_success, trial_input_dim,
 )
@@ -399,13 +398,13 @@ class BlackBox:
         m = min(B, math.ceil(c.cg_subsample * B))
         if m == B:  # one linearisation gives the gradient and the Fisher's products
             out0, jvp_fn = jax.linearize(outputs, flat0)
-            vjp_fn = jax.linear_transpose(jvp_fn, flat0)
-            grad_vjp = vjp_fn
+            vjp_fn = grad_vjp = jax.linear_transpose(jvp_fn, flat0)
+            out_f = out0
         else:  # the gradient by one backward pass; the Fisher linearised on the first m trials
             out0, grad_vjp = jax.vjp(outputs, flat0)
             out_f, jvp_fn = jax.linearize(lambda f: outputs(f, traj.inputs[:, :m]), flat0)
             vjp_fn = jax.linear_transpose(jvp_fn, flat0)
-        out0 = jax.lax.stop_gradient(out0)
+        out0, out_f = jax.lax.stop_gradient((out0, out_f))
         old = self._dist(out0)
 
         def surrogate(o):
@@ -413,29 +412,21 @@ class BlackBox:
             ratio = jnp.exp(dist.log_prob(traj.action) - traj.log_prob)
             return -weighted_mean(ratio * adv, w) - entropy_coef * weighted_mean(dist.entropy(), w)
 
-        def kl(o, old=old, w=w):
+        def kl(o, old, w):
             return weighted_mean(old.kl_divergence(self._dist(o)), w)
 
         loss0, g_out = jax.value_and_grad(surrogate)(out0)
         (grad,) = grad_vjp(g_out)
-        if m == B:
-            kl_grad = jax.grad(kl)
-            out_f = out0
-        else:
-            out_f = jax.lax.stop_gradient(out_f)
-            kl_grad = jax.grad(lambda o: kl(o, self._dist(out_f), w[:, :m]))
+        kl_grad = jax.grad(lambda o: kl(o, self._dist(out_f), w[:, :m]))  # the Fisher's trials
         fvp = gauss_newton_vector_product(jvp_fn, vjp_fn, lambda u: jax.jvp(kl_grad, (out_f,), (u,))[1],
                                           c.cg_damping)
-        step_dir, f_step_dir = conjugate_gradient(fvp, grad, c.cg_iters, with_product=True)
-        shs = 0.5 * step_dir @ f_step_dir
-        full_step = step_dir / jnp.sqrt(jnp.maximum(shs, 1e-30) / c.max_kl)
 
         def evaluate(flat):
             o = outputs(flat)
-            return surrogate(o), kl(o)
+            return surrogate(o), kl(o, old, w)
 
-        flat, loss, step_kl, ls_steps, accepted = backtracking_line_search(
-            evaluate, flat0, full_step, loss0, c.max_kl, c.ls_max_steps, c.ls_backtrack_ratio)
+        flat, loss, step_kl, ls_steps, accepted = trpo_step(
+            fvp, grad, flat0, loss0, evaluate, c.max_kl, c.cg_iters, c.ls_max_steps, c.ls_backtrack_ratio)
 
         def value_loss(value_params, mb):
             mb_traj, mb_target = mb
@@ -529,7 +520,8 @@ def _black_box(name, config_cls, env, tasks, config, collector) -> Algorithm:
 
 def rl2(env: MetaEnv, tasks: TaskDistribution | None = None, config: RL2Config | None = None, *,
         collector: Collector | None = None) -> Algorithm:
-    """RL^2 (Duan et al. 2016): a GRU (or LSTM, `config.cell`) policy trained with PPO (or TRPO, `config.outer`) over trials.
+    """RL^2 (Duan et al. 2016): a GRU (or LSTM, `config.cell`) policy trained with PPO (or
+    TRPO, `config.outer`) over trials.
 
     Args:
       env: a MetaEnv (discrete or Box actions).

@@ -114,3 +114,31 @@ def backtracking_line_search(
     init = (jnp.zeros((), jnp.int32), x0, loss0, jnp.zeros_like(loss0), jnp.zeros((), bool))
     k, x, loss, con, accepted = lax.while_loop(cond, body, init)
     return x, loss, con, k, accepted
+
+
+def trpo_step(
+    fvp: Callable[[jax.Array], jax.Array],
+    grad: jax.Array,
+    x0: jax.Array,
+    loss0: jax.Array,
+    evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    max_kl: float,
+    cg_iters: int,
+    ls_max_steps: int,
+    ls_backtrack_ratio: float,
+):
+    """TRPO's step from x0 (Schulman et al. 2015): s = F^-1 g by `cg_iters` conjugate-
+    gradient iterations (F given by `fvp`, g the loss's gradient), scaled so that the
+    quadratic model's KL, 0.5 s^T F s, is `max_kl`, then backtracked until the loss
+    improves and the KL is below `max_kl`.
+
+    Args:
+      evaluate: x -> (loss, KL from the policy at x0).
+    Returns:
+      `backtracking_line_search`'s (x, loss, kl, steps_tried, accepted).
+    """
+    step_dir, f_step_dir = conjugate_gradient(fvp, grad, cg_iters, with_product=True)
+    shs = 0.5 * step_dir @ f_step_dir
+    lagrange = jnp.sqrt(jnp.maximum(shs, 1e-30) / max_kl)
+    full_step = step_dir / lagrange
+    return backtracking_line_search(evaluate, x0, full_step, loss0, max_kl, ls_max_steps, ls_backtrack_ratio)

@@ -26,8 +26,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxmeta.config import check_float
 from jaxmeta.rl import (
-    backtracking_line_search, conjugate_gradient, episode_mean, gauss_newton_vector_product,
-    ppo_clip_loss, reinforce_loss,
+    episode_mean, gauss_newton_vector_product, ppo_clip_loss, reinforce_loss, trpo_step,
 )
 from jaxmeta.rl.meta_estimators import dice_loss, lvc_loss
 from jaxmeta.types import Params
@@ -164,17 +163,13 @@ def trpo(max_kl: float = 1e-2, cg_iters: int = 10, cg_damping: float = 1e-5, ls_
             return jax.jvp(kl_grad, (fisher_out,), (u,))[1]
 
         fvp = gauss_newton_vector_product(jvp_fn, vjp_fn, out_hvp, cg_damping)
-        step_dir, f_step_dir = conjugate_gradient(fvp, grad, cg_iters, with_product=True)
-        shs = 0.5 * step_dir @ f_step_dir
-        lagrange = jnp.sqrt(jnp.maximum(shs, 1e-30) / max_kl)
-        full_step = step_dir / lagrange
 
         def evaluate(flat):
             out = maml.adapted_outputs(unravel(flat), batch)
             return maml.surrogate_from_outputs(out, valid), maml.kl_from_outputs(out0, out, valid)
 
-        flat, loss, kl, steps, accepted = backtracking_line_search(
-            evaluate, flat0, full_step, loss0, max_kl, ls_max_steps, ls_backtrack_ratio
+        flat, loss, kl, steps, accepted = trpo_step(
+            fvp, grad, flat0, loss0, evaluate, max_kl, cg_iters, ls_max_steps, ls_backtrack_ratio
         )
         info = {
             "loss_before": loss0,
