@@ -2,14 +2,14 @@
 against environment steps, read from the runs' own folders (`jaxmeta train maml ...`).
 
     python benchmarks/locomotion_curves.py runs/maml-dir:MAML-TRPO runs/promp-dir:ProMP \
-        --every 8e6 --window 10 --plot docs/halfcheetah_dir_curves.png
+        --every 8e6 --window 10 --plot docs/halfcheetah_dir_maml_promp_curves.png
 
 Each RUN[:LABEL] is a run folder (metrics.jsonl and config.json). Environment steps per
 meta-iteration are meta_batch_size x num_episodes x horizon x (num_inner_steps + 1): every
-task's episodes before each inner step and after the last one, as the references count
-them. One JSON line per run and step count: the mean return over the `window`
-meta-iterations ending there (training tasks, as the published curves plot them), and the
-run's wall time so far. A run still being written is read as it stands.
+task's episodes before each inner step and after the last one. One JSON line per run and
+step count: the training tasks' mean return over the `window` meta-iterations ending
+there, and the run's wall time so far (since it began, across resumes). With several
+seeds, each meta-iteration is their mean. A run still being written is read as it stands.
 """
 from __future__ import annotations
 
@@ -35,17 +35,21 @@ def steps_per_iteration(folder: RunFolder) -> int:
 
 
 def curve(run: Path) -> dict:
-    if not (run / "config.json").is_file():
-        raise RunFolderError(f"{run} is not a run folder (no config.json)")
     folder = RunFolder(run, write=False)
-    rows = sorted(folder.read_metrics(), key=lambda r: r["iteration"])
+    per_it = steps_per_iteration(folder)  # first: names a missing folder or config.json
+    rows = folder.read_metrics()
     if not rows:
         raise RunFolderError(f"{run} has no metrics yet (metrics.jsonl is missing or empty)")
-    per_it = steps_per_iteration(folder)
-    it = np.array([r["iteration"] for r in rows])
-    return {"iteration": it, "env_steps": it * per_it, "steps_per_iteration": per_it,
-            "pre": np.array([r["pre_return"] for r in rows]), "post": np.array([r["post_return"] for r in rows]),
-            "wall": np.array([r.get("wall_s", np.nan) for r in rows])}
+    it = np.array(sorted({r["iteration"] for r in rows}))
+
+    def per_iteration(key):  # the mean over seeds, as the run's own returns.png plots it
+        by_it = {i: [] for i in it}
+        for r in rows:
+            by_it[r["iteration"]].append(r.get(key, np.nan))
+        return np.array([np.mean(by_it[i]) for i in it])
+
+    return {"iteration": it, "env_steps": it * per_it, "pre": per_iteration("pre_return"),
+            "post": per_iteration("post_return"), "wall": per_iteration("wall_s")}
 
 
 def main(argv=None) -> int:
@@ -66,9 +70,8 @@ def main(argv=None) -> int:
             print(f"locomotion_curves: {path}: {e}", file=sys.stderr)
             return 2
     for label, c in curves.items():
-        wall = c["wall"]  # seconds since the run began, across resumes
-        marks = np.arange(a.every, c["env_steps"][-1] + 1, a.every)
-        for m in list(marks) + ([] if marks.size and marks[-1] == c["env_steps"][-1] else [c["env_steps"][-1]]):
+        last = c["env_steps"][-1]
+        for m in [*np.arange(a.every, last, a.every), last]:
             i = int(np.searchsorted(c["env_steps"], m, side="right")) - 1
             if i < 0:
                 continue
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
                               "env_steps": int(c["env_steps"][i]), "window": i - lo + 1,
                               "pre_return": round(float(c["pre"][lo:i + 1].mean()), 2),
                               "post_return": round(float(c["post"][lo:i + 1].mean()), 2),
-                              "wall_s": round(float(wall[i]), 1)}))
+                              "wall_s": round(float(c["wall"][i]), 1)}))
     if a.plot:
         import matplotlib
         matplotlib.use("Agg")

@@ -62,5 +62,12 @@ def test_locomotion_curves_count_steps_and_average_windows(tmp_path, capsys):
     assert [p["post_return"] for p in points] == [15.0, 35.0, 55.0]  # means of (10, 20), (30, 40), (50, 60)
     assert [p["pre_return"] for p in points] == [1.5, 3.5, 5.5]
     assert points[-1]["wall_s"] == 12.0 and points[0]["run"] == "A"
+    # two seeds: each meta-iteration is their mean
+    two = [{**r, "seed": s, "post_return": r["post_return"] + 2 * s} for r in rows for s in (0, 1)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in two))
+    assert curves.main([str(run), "--every", str(6 * per_it), "--window", "1"]) == 0
+    (point,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (point["iteration"], point["post_return"], point["pre_return"]) == (6, 61.0, 6.0)
     assert curves.main([str(tmp_path / "missing")]) == 2
-    assert "is not a run folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and len(err.strip().splitlines()) == 1
