@@ -13,7 +13,7 @@ from jaxmeta.config import ConfigError
 from jaxmeta.envs import BernoulliBandit, TabularMDP, make
 from jaxmeta.envs.bandits import BanditTask
 from jaxmeta.evaluation import bandit_baseline
-from jaxmeta.rollout import rollout_trials, trial_episode_returns
+from jaxmeta.rollout import TrialTrajectory, rollout_trials, trial_episode_returns
 
 
 def _counting_act(params, carry, x, key):
@@ -83,11 +83,12 @@ def test_bptt_windows_give_same_forward():
         np.testing.assert_allclose(value_w, value, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["rl2", "snail", "rl2-trpo"])
+@pytest.mark.parametrize("name", ["rl2", "snail", "rl2-trpo", "rl2-time"])
 def test_train_step_jit_equals_no_jit(name):
     env = BernoulliBandit(num_arms=3)
     if name.startswith("rl2"):
         trpo = dict(outer="trpo", separate_value=True) if name == "rl2-trpo" else {}
+        trpo = dict(time_baseline=True, time_input=True) if name == "rl2-time" else trpo
         cfg = RL2Config(episodes_per_trial=4, hidden_size=8, meta_batch_size=4, num_minibatches=2, num_epochs=1,
                         **trpo)
         algo = jaxmeta.rl2(env, None, cfg)
@@ -254,6 +255,98 @@ def test_trpo_learns_5_armed_bandit_trials():
     assert agent > 5.8, agent
 
 
+def _hand_trials(rewards, value, valid=None):
+    """A TrialTrajectory [T, B] with the given rewards and values (the rest zeros)."""
+    rewards = jnp.asarray(rewards, jnp.float32)
+    T, B = rewards.shape
+    z = jnp.zeros((T, B))
+    valid = z + 1.0 if valid is None else jnp.asarray(valid, jnp.float32)
+    return TrialTrajectory(inputs=jnp.zeros((T, B, 6)), action=jnp.zeros((T, B), jnp.int32), reward=rewards,
+                           valid=valid, done=z, log_prob=z, value=jnp.asarray(value, jnp.float32))
+
+
+def test_time_baseline_is_the_batch_mean_return_to_go():
+    """gamma 0.5, two trials of 3 steps: rewards (1, 0, 2) and (0, 1, 4) have returns-to-go
+    (1.5, 1, 2) and (1.5, 3, 4), so b = (1.5, 2, 3); a step no trial reached counts 0."""
+    env = BernoulliBandit(num_arms=3)
+    bb = BlackBox(env, env.task_distribution(), RL2Config(episodes_per_trial=3, hidden_size=4, meta_batch_size=2,
+                                                          gamma=0.5, time_baseline=True))
+    traj = _hand_trials([[1.0, 0.0], [0.0, 1.0], [2.0, 4.0]], jnp.zeros((3, 2)))
+    np.testing.assert_allclose(bb.time_baseline(traj), [1.5, 2.0, 3.0], rtol=1e-6)
+    # trial 2 padded after its first step (reward 0 there): b_1, b_2 are trial 1's alone
+    padded = _hand_trials([[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]], jnp.zeros((3, 2)), [[1, 1], [1, 0], [1, 0]])
+    np.testing.assert_allclose(bb.time_baseline(padded), [0.75, 1.0, 2.0], rtol=1e-6)
+
+
+def test_time_baseline_moves_gae_not_the_network_targets_offset():
+    """GAE with the time baseline is GAE on V = b_t + the network's value, and the network's
+    target is that return estimate less b_t; on identical trials with a zero network value
+    b_t is the exact return-to-go, so every advantage and every target is 0."""
+    env = BernoulliBandit(num_arms=3)
+    cfg = RL2Config(episodes_per_trial=4, hidden_size=4, meta_batch_size=3, num_minibatches=1, gamma=0.9,
+                    gae_lambda=0.3, time_baseline=True)
+    bb = BlackBox(env, env.task_distribution(), cfg)
+    plain = BlackBox(env, env.task_distribution(), RL2Config(**{**cfg.__dict__, "time_baseline": False}))
+    rewards = jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (4, 3)).astype(jnp.float32)
+    value = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
+    traj = _hand_trials(rewards, value)
+    b = bb.time_baseline(traj)
+    adv, target = bb.advantages(traj)
+    adv_ref, target_ref = plain.advantages(traj._replace(value=value + b[:, None]))
+    np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(target, target_ref - b[:, None], rtol=1e-5, atol=1e-6)
+    same = _hand_trials(jnp.tile(rewards[:, :1], (1, 3)), jnp.zeros((4, 3)))
+    adv, target = bb.advantages(same)
+    np.testing.assert_allclose(adv, 0.0, atol=1e-6)
+    np.testing.assert_allclose(target, 0.0, atol=1e-6)
+    assert float(jnp.max(jnp.abs(plain.advantages(same)[0]))) > 0.1  # without it they are not
+
+
+@pytest.mark.parametrize("cfg", [RL2Config(episodes_per_trial=6, hidden_size=8, meta_batch_size=2, time_input=True),
+                                 SNAILConfig(episodes_per_trial=6, filters=4, key_size=4, value_size=4,
+                                             meta_batch_size=2, time_input=True)])
+def test_time_input_acting_equals_replay(cfg):
+    """With t / T as an input, the values recorded while acting step by step equal the
+    forward pass over the recorded inputs (which adds t / T itself), windowed or not."""
+    env = BernoulliBandit(num_arms=3)
+    bb = BlackBox(env, env.task_distribution(), cfg)
+    params = bb.model.init(jax.random.PRNGKey(0))
+    tasks = env.task_distribution().sample_batch(jax.random.PRNGKey(1), 2)
+    traj = bb.sample_trials(params, tasks, jax.random.PRNGKey(2), 3)  # [M, T, E, ...]
+    traj = jax.tree.map(lambda x: jnp.concatenate(list(x), axis=1), traj)  # [T, M*E, ...]
+    assert traj.inputs.shape[-1] == 3 + 1 + 2  # recorded without the time column
+    np.testing.assert_allclose(bb.forward(params, traj.inputs)[1], traj.value, rtol=1e-4, atol=1e-5)
+    win = BlackBox(env, env.task_distribution(), type(cfg)(**{**cfg.__dict__, "bptt_window": 3}))
+    np.testing.assert_allclose(win.forward(params, traj.inputs)[1], traj.value, rtol=1e-4, atol=1e-5)
+
+
+def test_time_input_is_one_more_input_column():
+    """A GRU whose weights from the time column are 0 is the GRU without the time input;
+    with the weights set, the outputs depend on the step."""
+    env = BernoulliBandit(num_arms=3)
+    cfg = RL2Config(episodes_per_trial=5, hidden_size=8, meta_batch_size=2, time_input=True)
+    with_t = BlackBox(env, env.task_distribution(), cfg)
+    without = BlackBox(env, env.task_distribution(), RL2Config(**{**cfg.__dict__, "time_input": False}))
+    params = with_t.model.init(jax.random.PRNGKey(0))
+    assert params["net"]["w_i"].shape[0] == 3 + 1 + 2 + 1
+    xs = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 6))
+    blind = {**params, "net": {**params["net"], "w_i": params["net"]["w_i"].at[-1].set(0.0)}}
+    sliced = {**params, "net": {**params["net"], "w_i": params["net"]["w_i"][:-1]}}
+    for a, b in zip(with_t.forward(blind, xs), without.forward(sliced, xs)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(with_t.forward(params, xs)[1] - without.forward(sliced, xs)[1]))) > 1e-3
+
+
+def test_evaluate_at_another_trial_length_refused_for_a_time_input_policy():
+    from jaxmeta.driver.evaluate import _changed_config
+
+    timed = RL2Config(episodes_per_trial=10, time_input=True)
+    with pytest.raises(ConfigError, match="time_input"):
+        _changed_config(timed, None, 20, None)
+    assert _changed_config(timed, None, 10, None).episodes_per_trial == 10
+    assert _changed_config(RL2Config(episodes_per_trial=10), None, 20, None).episodes_per_trial == 20
+
+
 def test_annealed_entropy_weight_is_the_constant_one_of_its_step():
     """An update at step s under the linear schedule equals the update of a config whose
     constant entropy_coef is the schedule's weight at s (at the start, midway, past the end)."""
@@ -357,6 +450,10 @@ def test_bad_config_values_raise():
         RL2Config(outer="trpo", separate_value=True, cg_subsample=0.0)
     with pytest.raises(ConfigError, match="clip_eps is a setting of outer='ppo'"):
         RL2Config(outer="trpo", separate_value=True, clip_eps=0.1)
+    with pytest.raises(ConfigError, match="time_baseline"):
+        RL2Config(time_baseline="yes")
+    with pytest.raises(ConfigError, match="time_input"):
+        SNAILConfig(time_input=1)
 
 
 def test_registry_spec_and_final_table():

@@ -105,6 +105,16 @@ class BlackBoxConfig:
     # the value from a second network of the same architecture (own weights and memory), so
     # the value loss does not share the policy's weights
     separate_value: bool = False
+    # A per-step baseline under the value: the batch's mean discounted return-to-go at each
+    # step t of the trial, b_t. GAE uses V(h_t) = b_t + the network's value, and the network
+    # regresses the return less b_t, so it no longer has to count the steps left in the trial
+    # to predict a long discounted return (rllab's baselines give the value the time step
+    # for the same reason). b_t is a batch statistic, not a parameter: nothing to learn.
+    time_baseline: bool = False
+    # The step's place in the trial, t / T, as one more network input (policy and value): a
+    # finite-horizon Bayes-optimal player's choice depends on the steps left, which the network
+    # otherwise has to count in its memory (Pardo et al. 2018, "Time limits in RL").
+    time_input: bool = False
     num_eval_tasks: int = 1000
     eval_seed: int = 0
 
@@ -130,6 +140,8 @@ class BlackBoxConfig:
         check_int("bptt_window", self.bptt_window, 0, 10_000_000)
         check_bool("normalize_advantages", self.normalize_advantages)
         check_bool("separate_value", self.separate_value)
+        check_bool("time_baseline", self.time_baseline)
+        check_bool("time_input", self.time_input)
         check_int("num_eval_tasks", self.num_eval_tasks, 1, 10_000_000)
         check_int("eval_seed", self.eval_seed, 0, 2**31 - 1)
         check_outer_fields(self, self.outer, OUTER_FIELDS)
@@ -203,7 +215,7 @@ def trial_length(env, config: BlackBoxConfig) -> int:
 def make_model(env, config: BlackBoxConfig):
     """The sequence policy a config describes (its architecture fields), sized for `env`'s trials."""
     continuous = isinstance(env.action_space, Box)
-    common = dict(input_dim=trial_input_dim(env), num_outputs=action_dim(env), continuous=continuous,
+    common = dict(input_dim=trial_input_dim(env) + config.time_input, num_outputs=action_dim(env), continuous=continuous,
                   separate_value=config.separate_value)
     if isinstance(config, GRUArchitecture):
         return GRUPolicy(**common, arch=config)
@@ -247,43 +259,73 @@ class BlackBox:
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
 
     # ----------------------------------------------------------------- acting
+    def initial_carry(self, num_trials: int, dtype=None):
+        """The memory at the start of a trial; with `time_input`, (steps taken [] int32, memory)."""
+        carry = self.model.initial_carry(num_trials, dtype)
+        return (jnp.zeros((), jnp.int32), carry) if self.config.time_input else carry
+
     def act(self, params, carry, x, key):
         """Sample actions: returns (carry, action [E, ...], log_prob [E], value [E])."""
         model = self.model
+        if self.config.time_input:
+            t, carry = carry
+            x = jnp.concatenate([x, jnp.full(x.shape[:1] + (1,), t / self.T, x.dtype)], axis=-1)
         carry, (out, value) = model.step(params, carry, x)
         action, log_prob = model.distribution(params, out).sample_and_log_prob(seed=key)
+        if self.config.time_input:
+            carry = (t + 1, carry)
         return carry, action, log_prob, value
 
     def sample_trials(self, params, tasks, key: PRNGKey, trials_per_task: int) -> TrialTrajectory:
         """Trials on a batch of tasks, each from a fresh memory. Leaves [M, T, E, ...]."""
         tasks = shard_tasks(tasks)
         keys = shard_tasks(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]))
-        carry = self.model.initial_carry(trials_per_task)
+        carry = self.initial_carry(trials_per_task)
         return self.collector.trials(self.act, carry, params, tasks, keys, self.config.episodes_per_trial,
                                      trials_per_task)
 
     # ----------------------------------------------------------------- learning
+    def time_baseline(self, traj: TrialTrajectory):
+        """b_t [T]: the batch's mean discounted return-to-go at each step of the trial
+        (over the valid trials at t; 0 where none is)."""
+        discount_t = jnp.full_like(traj.reward, self.config.gamma).at[-1].set(0.0)  # trial ends at T
+
+        def back(g, rd):
+            r, d = rd
+            g = r + d * g
+            return g, g
+
+        _, to_go = jax.lax.scan(back, jnp.zeros_like(traj.reward[0]), (traj.reward, discount_t), reverse=True)
+        w = traj.valid.astype(to_go.dtype)
+        return jnp.sum(to_go * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+
     def advantages(self, traj: TrialTrajectory):
-        """GAE over whole trials: [T, B] advantages and value targets."""
+        """GAE over whole trials: [T, B] advantages, and the network's value targets (the
+        return estimate, less the time baseline b_t where `time_baseline` is set)."""
         c = self.config
-        v_t = traj.value  # [T, B]
+        v_t = traj.value  # [T, B], the network's
+        if c.time_baseline:
+            v_t = v_t + self.time_baseline(traj)[:, None]
         discount_t = jnp.full_like(traj.reward, c.gamma).at[-1].set(0.0)  # trial ends at T
         v_T = jnp.zeros(v_t.shape[1], v_t.dtype)  # [B]
         adv = jax.vmap(gae, in_axes=(1, 1, 1, 0, None), out_axes=1)(
             traj.reward, discount_t, v_t, v_T, c.gae_lambda
         )  # [T, B]
-        return adv, adv + v_t
+        return adv, adv + traj.value  # (adv + V) - b_t
 
     def forward(self, params, inputs):
         """Policy outputs over whole trials from a fresh carry, in BPTT windows if set.
 
         Args:
-          inputs: [T, B, D_in].
+          inputs: [T, B, D_in], as the trials recorded them (t / T is added here with `time_input`).
         Returns:
           (policy_out [T, B, A], value [T, B]).
         """
         model = self.model
         T, B = inputs.shape[:2]
+        if self.config.time_input:
+            t = jnp.broadcast_to((jnp.arange(T, dtype=inputs.dtype) / self.T)[:, None, None], (T, B, 1))
+            inputs = jnp.concatenate([inputs, t], axis=-1)
         carry = model.initial_carry(B, inputs.dtype)
         W = self.config.bptt_window
         if not W or W >= T:

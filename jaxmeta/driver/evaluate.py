@@ -60,6 +60,10 @@ def _changed_config(config, num_tasks, steps, seed):
                 raise ConfigError(f"SNAIL's context is {config.episodes_per_trial} episodes, fixed by training: "
                                   f"--steps {steps} would need another network", "steps")
         elif isinstance(config, BlackBoxConfig):
+            if config.time_input and steps != config.episodes_per_trial:
+                raise ConfigError(f"this policy reads t / T of a {config.episodes_per_trial}-episode trial "
+                                  f"(time_input), fixed by training: --steps {steps} would change what t / T means",
+                                  "steps")
             check_int("steps", steps, 1, 100_000)
             changes["episodes_per_trial"] = steps
         elif hasattr(config, "num_eval_steps"):  # MAML-Q: Q-learning updates on the adaptation curve
