@@ -215,8 +215,8 @@ def trial_length(env, config: BlackBoxConfig) -> int:
 def make_model(env, config: BlackBoxConfig):
     """The sequence policy a config describes (its architecture fields), sized for `env`'s trials."""
     continuous = isinstance(env.action_space, Box)
-    common = dict(input_dim=trial_input_dim(env) + config.time_input, num_outputs=action_dim(env), continuous=continuous,
-                  separate_value=config.separate_value)
+    common = dict(input_dim=trial_input_dim(env) + config.time_input, num_outputs=action_dim(env),
+                  continuous=continuous, separate_value=config.separate_value)
     if isinstance(config, GRUArchitecture):
         return GRUPolicy(**common, arch=config)
     if isinstance(config, SNAILArchitecture):
