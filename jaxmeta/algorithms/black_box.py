@@ -38,7 +38,7 @@ from jaxmeta.config import (
 from jaxmeta.envs.base import Box, MetaEnv, TaskDistribution, action_dim
 from jaxmeta.networks.sequence import GRUArchitecture, GRUPolicy, SNAILArchitecture, SNAILPolicy
 from jaxmeta.parallel import shard_tasks
-from jaxmeta.rl import gae, ppo_clip_loss, weighted_mean, weighted_normalize
+from jaxmeta.rl import discounted_returns, gae, ppo_clip_loss, weighted_mean, weighted_normalize
 from jaxmeta.rl.optim import gauss_newton_vector_product, trpo_step
 from jaxmeta.rollout import (
     Collector, JaxCollector, TrialTrajectory, trial_episode_returns, trial_episode_success, trial_input_dim,
@@ -285,17 +285,14 @@ class BlackBox:
                                      trials_per_task)
 
     # ----------------------------------------------------------------- learning
+    def _discounts(self, traj: TrialTrajectory):
+        """[T, B] gamma at every step but the trial's last (the trial ends at T)."""
+        return jnp.full_like(traj.reward, self.config.gamma).at[-1].set(0.0)
+
     def time_baseline(self, traj: TrialTrajectory):
         """b_t [T]: the batch's mean discounted return-to-go at each step of the trial
         (over the valid trials at t; 0 where none is)."""
-        discount_t = jnp.full_like(traj.reward, self.config.gamma).at[-1].set(0.0)  # trial ends at T
-
-        def back(g, rd):
-            r, d = rd
-            g = r + d * g
-            return g, g
-
-        _, to_go = jax.lax.scan(back, jnp.zeros_like(traj.reward[0]), (traj.reward, discount_t), reverse=True)
+        to_go = jax.vmap(discounted_returns, in_axes=1, out_axes=1)(traj.reward, self._discounts(traj))  # [T, B]
         w = traj.valid.astype(to_go.dtype)
         return jnp.sum(to_go * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
@@ -306,7 +303,7 @@ class BlackBox:
         v_t = traj.value  # [T, B], the network's
         if c.time_baseline:
             v_t = v_t + self.time_baseline(traj)[:, None]
-        discount_t = jnp.full_like(traj.reward, c.gamma).at[-1].set(0.0)  # trial ends at T
+        discount_t = self._discounts(traj)
         v_T = jnp.zeros(v_t.shape[1], v_t.dtype)  # [B]
         adv = jax.vmap(gae, in_axes=(1, 1, 1, 0, None), out_axes=1)(
             traj.reward, discount_t, v_t, v_T, c.gae_lambda
